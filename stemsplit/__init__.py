@@ -1,0 +1,3 @@
+"""stemsplit: split songs into stems with Hybrid Transformer Demucs."""
+
+__version__ = "0.1.0"

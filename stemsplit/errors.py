@@ -1,0 +1,25 @@
+"""Errors the user can act on. Each kind maps to one documented exit code."""
+
+
+class StemsplitError(Exception):
+    """Base class: the message is shown to the user as a single line."""
+
+    exit_code = 1
+
+
+class InputError(StemsplitError):
+    """An input is missing, unreadable, not audio, or empty."""
+
+    exit_code = 1
+
+
+class ModelError(StemsplitError):
+    """A model is unknown, cannot be downloaded, or its weights are corrupt."""
+
+    exit_code = 3
+
+
+class OutputError(StemsplitError):
+    """Stems cannot be written (unwritable folder, disk full, bad template)."""
+
+    exit_code = 4

@@ -1,0 +1,549 @@
+"""Hybrid Transformer Demucs (Demucs v4), inference only.
+
+Two U-Nets run side by side: one over the complex spectrogram (real and imaginary
+parts as channels), convolving along frequency, and one over the waveform. At the
+bottom a transformer mixes them, alternating self-attention within each branch and
+cross-attention between them. The spectrogram branch is turned back into audio and
+added to the waveform branch.
+
+Module and parameter names follow the reference implementation so that its weight
+files load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stemsplit.errors import ModelError
+
+
+def sin_embedding(length: int, dim: int, max_period: float, device: torch.device) -> Tensor:
+    """(length, dim) positions: cosines in the first half of the channels, sines in the second."""
+    half = dim // 2
+    positions = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    periods = max_period ** (torch.arange(half, device=device) / (half - 1))
+    angles = positions / periods
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def sin_embedding_2d(height: int, width: int, dim: int, max_period: float, device: torch.device) -> Tensor:
+    """(width * height, dim) positions of a (height, width) grid, flattened width-major.
+
+    The first half of the channels encodes the column, the second half the row, each as
+    interleaved (sin, cos) pairs.
+    """
+    half = dim // 2
+    inverse_periods = torch.exp(torch.arange(0.0, half, 2, device=device) * -(math.log(max_period) / half))
+
+    def interleaved(count: int) -> Tensor:
+        angles = torch.arange(count, device=device, dtype=torch.float32)[:, None] * inverse_periods
+        return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+    columns = interleaved(width)[:, None, :].expand(width, height, half)
+    rows = interleaved(height)[None, :, :].expand(width, height, half)
+    return torch.cat([columns, rows], dim=-1).reshape(width * height, dim)
+
+
+def stft(audio: Tensor, nfft: int) -> Tensor:
+    """Complex spectrogram (..., nfft // 2, ceil(T / hop)) with hop nfft // 4, Nyquist bin dropped.
+
+    The signal is reflect-padded so that frame k starts at sample (k - 1.5) * hop: the
+    frame count is exactly the length divided by the hop, as for every strided layer.
+    """
+    hop = nfft // 4
+    *batch, length = audio.shape
+    frames = math.ceil(length / hop)
+    pad = hop // 2 * 3
+    padded = F.pad(audio.reshape(-1, length), (pad, pad + frames * hop - length), mode="reflect")
+    window = torch.hann_window(nfft, device=audio.device, dtype=audio.dtype)
+    spec = torch.stft(padded, nfft, hop, window=window, normalized=True, center=False, return_complex=True)
+    return spec[:, :-1, :].reshape(*batch, nfft // 2, frames)
+
+
+def istft(spec: Tensor, length: int) -> Tensor:
+    """Inverse of `stft`: (..., F, frames) complex -> (..., length) audio."""
+    *batch, freqs, frames = spec.shape
+    nfft = 2 * freqs
+    hop = nfft // 4
+    pad = hop // 2 * 3
+    # A zero Nyquist bin, and two empty frames at each end so that centred frame k + 2 lands
+    # where `stft` took frame k.
+    spec = F.pad(spec.reshape(-1, freqs, frames), (2, 2, 0, 1))
+    window = torch.hann_window(nfft, device=spec.device, dtype=spec.real.dtype)
+    audio = torch.istft(spec, nfft, hop, window=window, normalized=True, center=True,
+                        length=hop * math.ceil(length / hop) + 2 * pad)
+    return audio[:, pad:pad + length].reshape(*batch, length)
+
+
+def optional_group_norm(enabled: bool, groups: int, channels: int) -> nn.Module:
+    return nn.GroupNorm(groups, channels) if enabled else nn.Identity()
+
+
+def token_norm(dim: int, group_norm: bool) -> nn.Module:
+    return TokenGroupNorm(dim) if group_norm else nn.LayerNorm(dim)
+
+
+class LayerScale(nn.Module):
+    """Learned per-channel gain on a residual branch."""
+
+    def __init__(self, channels: int, init: float, channels_last: bool):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((channels,), init))
+        self.channels_last = channels_last
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.scale * x if self.channels_last else self.scale[:, None] * x
+
+
+class DConv(nn.Module):
+    """Residual stack of dilated convolutions over time, in a compressed channel space."""
+
+    def __init__(self, channels: int, depth: int, compress: float, init: float):
+        super().__init__()
+        hidden = int(channels / compress)
+        self.layers = nn.ModuleList()
+        for index in range(abs(depth)):
+            dilation = 2**index if depth > 0 else 1
+            self.layers.append(nn.Sequential(
+                nn.Conv1d(channels, hidden, 3, dilation=dilation, padding=dilation),
+                nn.GroupNorm(1, hidden),
+                nn.GELU(),
+                nn.Conv1d(hidden, 2 * channels, 1),
+                nn.GroupNorm(1, 2 * channels),
+                nn.GLU(1),
+                LayerScale(channels, init, channels_last=False),
+            ))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, T), or (B, C, F, T) where each frequency row is processed on its own."""
+        spectral = x.dim() == 4
+        if spectral:
+            batch, channels, freqs, frames = x.shape
+            x = x.permute(0, 2, 1, 3).reshape(batch * freqs, channels, frames)
+        for layer in self.layers:
+            x = x + layer(x)
+        if spectral:
+            x = x.view(batch, freqs, channels, frames).permute(0, 2, 1, 3)
+        return x
+
+
+class EncoderLayer(nn.Module):
+    """Strided convolution (along frequency when `freq`), GELU, DConv, GLU rewrite."""
+
+    def __init__(self, chin: int, chout: int, *, freq: bool, kernel_size: int, stride: int, norm: bool,
+                 norm_groups: int, context: int, rewrite: bool, dconv: dict | None):
+        super().__init__()
+        self.freq = freq
+        self.stride = stride
+        pad = kernel_size // 4
+        if freq:
+            self.conv = nn.Conv2d(chin, chout, (kernel_size, 1), (stride, 1), (pad, 0))
+        else:
+            self.conv = nn.Conv1d(chin, chout, kernel_size, stride, pad)
+        self.norm1 = optional_group_norm(norm, norm_groups, chout)
+        self.dconv = DConv(chout, **dconv) if dconv else None
+        self.rewrite = None
+        if rewrite:
+            conv = nn.Conv2d if freq else nn.Conv1d
+            self.rewrite = conv(chout, 2 * chout, 1 + 2 * context, 1, context)
+            self.norm2 = optional_group_norm(norm, norm_groups, 2 * chout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.freq:
+            x = F.pad(x, (0, -x.shape[-1] % self.stride))
+        x = F.gelu(self.norm1(self.conv(x)))
+        if self.dconv is not None:
+            x = self.dconv(x)
+        if self.rewrite is not None:
+            x = F.glu(self.norm2(self.rewrite(x)), dim=1)
+        return x
+
+
+class DecoderLayer(nn.Module):
+    """Adds the skip connection, GLU rewrite, DConv, then a transposed strided convolution."""
+
+    def __init__(self, chin: int, chout: int, *, freq: bool, last: bool, kernel_size: int, stride: int,
+                 norm: bool, norm_groups: int, context: int, rewrite: bool, dconv: dict | None):
+        super().__init__()
+        self.freq = freq
+        self.last = last
+        self.pad = kernel_size // 4
+        self.rewrite = None
+        if rewrite:
+            conv = nn.Conv2d if freq else nn.Conv1d
+            self.rewrite = conv(chin, 2 * chin, 1 + 2 * context, 1, context)
+            self.norm1 = optional_group_norm(norm, norm_groups, 2 * chin)
+        self.dconv = DConv(chin, **dconv) if dconv else None
+        if freq:
+            self.conv_tr = nn.ConvTranspose2d(chin, chout, (kernel_size, 1), (stride, 1))
+        else:
+            self.conv_tr = nn.ConvTranspose1d(chin, chout, kernel_size, stride)
+        self.norm2 = optional_group_norm(norm, norm_groups, chout)
+
+    def forward(self, x: Tensor, skip: Tensor, length: int | None = None) -> Tensor:
+        """`length`: samples to keep (time layers); frequency layers trim their padding on both sides."""
+        x = x + skip
+        if self.rewrite is not None:
+            x = F.glu(self.norm1(self.rewrite(x)), dim=1)
+        if self.dconv is not None:
+            x = self.dconv(x)
+        x = self.norm2(self.conv_tr(x))
+        if self.freq:
+            x = x[:, :, self.pad:x.shape[2] - self.pad]
+        else:
+            x = x[..., self.pad:self.pad + length]
+        return x if self.last else F.gelu(x)
+
+
+class FrequencyEmbedding(nn.Module):
+    """A learned vector per frequency row, stored divided by `scale`."""
+
+    def __init__(self, freqs: int, channels: int, scale: float):
+        super().__init__()
+        self.embedding = nn.Embedding(freqs, channels)
+        self.scale = scale
+
+    def forward(self) -> Tensor:
+        """(channels, freqs, 1), to add to a (B, channels, freqs, T) activation."""
+        return (self.embedding.weight * self.scale).t()[:, :, None]
+
+
+class TokenGroupNorm(nn.GroupNorm):
+    """Single-group norm over all tokens and channels of a (B, T, C) sequence."""
+
+    def __init__(self, channels: int):
+        super().__init__(1, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[-2:], eps=self.eps) * self.weight + self.bias
+
+
+class Attention(nn.Module):
+    """Multi-head attention laid out like nn.MultiheadAttention, computed with SDPA."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def forward(self, x: Tensor, memory: Tensor | None = None) -> Tensor:
+        """Attend from `x` (B, T, C) to `memory` (B, S, C), or to `x` itself when None."""
+        dim = x.shape[-1]
+        if memory is None:
+            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        else:
+            q = F.linear(x, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
+            k, v = F.linear(memory, self.in_proj_weight[dim:], self.in_proj_bias[dim:]).chunk(2, dim=-1)
+        q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+
+class TransformerLayer(nn.Module):
+    """Attention then feed-forward, each a layer-scaled residual, with norms first or after."""
+
+    def __init__(self, dim: int, hidden: int, *, norm_first: bool, norm_out: bool, group_norm: bool,
+                 layer_scale: bool, gelu: bool):
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.norm1 = token_norm(dim, group_norm)
+        self.norm2 = token_norm(dim, group_norm)
+        self.norm_first = norm_first
+        self.norm_out = TokenGroupNorm(dim) if norm_first and norm_out else None
+        self.gamma_1 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else nn.Identity()
+        self.gamma_2 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else nn.Identity()
+        self.activation = F.gelu if gelu else F.relu
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        return self.linear2(self.activation(self.linear1(x)))
+
+
+class SelfAttentionLayer(TransformerLayer):
+    def __init__(self, dim: int, heads: int, hidden: int, **options):
+        super().__init__(dim, hidden, **options)
+        self.self_attn = Attention(dim, heads)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.norm_first:
+            x = self.norm1(x + self.gamma_1(self.self_attn(x)))
+            return self.norm2(x + self.gamma_2(self.feed_forward(x)))
+        x = x + self.gamma_1(self.self_attn(self.norm1(x)))
+        x = x + self.gamma_2(self.feed_forward(self.norm2(x)))
+        return x if self.norm_out is None else self.norm_out(x)
+
+
+class CrossAttentionLayer(TransformerLayer):
+    def __init__(self, dim: int, heads: int, hidden: int, **options):
+        super().__init__(dim, hidden, **options)
+        self.cross_attn = Attention(dim, heads)
+        self.norm3 = token_norm(dim, options["group_norm"])
+
+    def forward(self, x: Tensor, memory: Tensor) -> Tensor:
+        if not self.norm_first:
+            x = self.norm1(x + self.gamma_1(self.cross_attn(x, memory)))
+            return self.norm2(x + self.gamma_2(self.feed_forward(x)))
+        x = x + self.gamma_1(self.cross_attn(self.norm1(x), self.norm2(memory)))
+        x = x + self.gamma_2(self.feed_forward(self.norm3(x)))
+        return x if self.norm_out is None else self.norm_out(x)
+
+
+class CrossTransformer(nn.Module):
+    """Layers alternate: each branch attends to itself, then each attends to the other."""
+
+    def __init__(self, dim: int, layers: int, heads: int, hidden_scale: float, *, cross_first: bool,
+                 norm_in: bool, norm_in_group: bool, max_period: float, weight_pos_embed: float, **options):
+        super().__init__()
+        self.max_period = max_period
+        self.weight_pos_embed = weight_pos_embed
+        self.cross_parity = 0 if cross_first else 1
+        if norm_in:
+            self.norm_in, self.norm_in_t = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        elif norm_in_group:
+            self.norm_in, self.norm_in_t = TokenGroupNorm(dim), TokenGroupNorm(dim)
+        else:
+            self.norm_in, self.norm_in_t = nn.Identity(), nn.Identity()
+        hidden = int(dim * hidden_scale)
+        self.layers = nn.ModuleList()
+        self.layers_t = nn.ModuleList()
+        for index in range(layers):
+            kind = CrossAttentionLayer if index % 2 == self.cross_parity else SelfAttentionLayer
+            self.layers.append(kind(dim, heads, hidden, **options))
+            self.layers_t.append(kind(dim, heads, hidden, **options))
+
+    def forward(self, x: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, C, F, T1) spectral features; xt: (B, C, T2) temporal features."""
+        batch, channels, freqs, frames = x.shape
+        x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, channels)
+        xt = xt.transpose(1, 2)
+        pos = sin_embedding_2d(freqs, frames, channels, self.max_period, x.device).to(x.dtype)
+        pos_t = sin_embedding(xt.shape[1], channels, self.max_period, x.device).to(x.dtype)
+        x = self.norm_in(x) + self.weight_pos_embed * pos
+        xt = self.norm_in_t(xt) + self.weight_pos_embed * pos_t
+        for index, (layer, layer_t) in enumerate(zip(self.layers, self.layers_t)):
+            if index % 2 == self.cross_parity:
+                x, xt = layer(x, xt), layer_t(xt, x)
+            else:
+                x, xt = layer(x), layer_t(xt)
+        x = x.reshape(batch, frames, freqs, channels).permute(0, 3, 2, 1)
+        return x, xt.transpose(1, 2)
+
+
+def unsupported_options(*, cac: bool, multi_freqs: list | None, t_emb: str, t_sparse_self_attn: bool,
+                        t_sparse_cross_attn: bool, t_sin_random_shift: int, use_train_segment: bool,
+                        channels: int, channels_time: int | None, nfft: int, stride: int, depth: int,
+                        kernel_size: int) -> list[str]:
+    """Reasons why an (otherwise valid) reference configuration cannot be run here."""
+    reasons = []
+    if not cac:
+        reasons.append("cac=False (magnitude masks with Wiener filtering)")
+    if multi_freqs:
+        reasons.append("multi_freqs (split frequency bands)")
+    if t_emb != "sin":
+        reasons.append(f"t_emb={t_emb!r} (only 'sin')")
+    if t_sparse_self_attn or t_sparse_cross_attn:
+        reasons.append("sparse attention")
+    if t_sin_random_shift:
+        reasons.append("t_sin_random_shift (random positions)")
+    if not use_train_segment:
+        reasons.append("use_train_segment=False")
+    if channels_time not in (None, channels):
+        reasons.append("channels_time different from channels")
+    if nfft // 2 // stride ** (depth - 1) <= kernel_size:
+        reasons.append("so few frequencies that the two branches merge before the transformer")
+    return reasons
+
+
+class HTDemucs(nn.Module):
+    """Hybrid Transformer Demucs. Takes the reference's constructor arguments by name;
+    those that only matter for training (dropout, initialisation, sparsity and CAPE
+    settings, learning rates...) are accepted and ignored."""
+
+    def __init__(
+        self,
+        sources: list[str],
+        audio_channels: int = 2,
+        channels: int = 48,
+        channels_time: int | None = None,
+        growth: int = 2,
+        nfft: int = 4096,
+        wiener_iters: int = 0,  # ignored: only used when cac=False
+        end_iters: int = 0,
+        wiener_residual: bool = False,
+        cac: bool = True,
+        depth: int = 4,
+        rewrite: bool = True,
+        multi_freqs: list | None = None,
+        multi_freqs_depth: int = 3,
+        freq_emb: float = 0.2,
+        emb_scale: float = 10,
+        emb_smooth: bool = True,
+        kernel_size: int = 8,
+        time_stride: int = 2,  # ignored: only used when the branches merge
+        stride: int = 4,
+        context: int = 1,
+        context_enc: int = 0,
+        norm_starts: int = 4,
+        norm_groups: int = 4,
+        dconv_mode: int = 1,
+        dconv_depth: int = 2,
+        dconv_comp: float = 8,
+        dconv_init: float = 1e-3,
+        bottom_channels: int = 0,
+        t_layers: int = 5,
+        t_emb: str = "sin",
+        t_hidden_scale: float = 4.0,
+        t_heads: int = 8,
+        t_dropout: float = 0.0,
+        t_max_positions: int = 10000,
+        t_norm_in: bool = True,
+        t_norm_in_group: bool = False,
+        t_group_norm: bool = False,
+        t_norm_first: bool = True,
+        t_norm_out: bool = True,
+        t_max_period: float = 10000.0,
+        t_weight_decay: float = 0.0,
+        t_lr: float | None = None,
+        t_layer_scale: bool = True,
+        t_gelu: bool = True,
+        t_weight_pos_embed: float = 1.0,
+        t_sin_random_shift: int = 0,
+        t_cape_mean_normalize: bool = True,
+        t_cape_augment: bool = True,
+        t_cape_glob_loc_scale: list | None = None,
+        t_sparse_self_attn: bool = False,
+        t_sparse_cross_attn: bool = False,
+        t_mask_type: str = "diag",
+        t_mask_random_seed: int = 42,
+        t_sparse_attn_window: int = 500,
+        t_global_window: int = 100,
+        t_sparsity: float = 0.95,
+        t_auto_sparsity: bool = False,
+        t_cross_first: bool = False,
+        rescale: float = 0.1,
+        samplerate: int = 44100,
+        segment: float | Fraction = 10,
+        use_train_segment: bool = True,
+        **unknown: object,
+    ):
+        super().__init__()
+        if unknown:
+            raise ModelError(f"unknown model options: {', '.join(sorted(unknown))}")
+        reasons = unsupported_options(
+            cac=cac, multi_freqs=multi_freqs, t_emb=t_emb, t_sparse_self_attn=t_sparse_self_attn,
+            t_sparse_cross_attn=t_sparse_cross_attn, t_sin_random_shift=t_sin_random_shift,
+            use_train_segment=use_train_segment, channels=channels, channels_time=channels_time,
+            nfft=nfft, stride=stride, depth=depth, kernel_size=kernel_size)
+        if reasons:
+            raise ModelError(f"unsupported model options: {'; '.join(reasons)}")
+        self.sources = list(sources)
+        self.samplerate = samplerate
+        self.audio_channels = audio_channels
+        self.segment = Fraction(segment).limit_denominator()
+        self.nfft = nfft
+
+        self.encoder = nn.ModuleList()
+        self.decoder = nn.ModuleList()
+        self.tencoder = nn.ModuleList()
+        self.tdecoder = nn.ModuleList()
+        dconv = {"depth": dconv_depth, "compress": dconv_comp, "init": dconv_init}
+        chin, chout = audio_channels, channels
+        self.freq_emb = None
+        for index in range(depth):
+            options = {"kernel_size": kernel_size, "stride": stride, "norm": index >= norm_starts,
+                       "norm_groups": norm_groups, "rewrite": rewrite}
+            encoder_options = {**options, "context": context_enc, "dconv": dconv if dconv_mode & 1 else None}
+            decoder_options = {**options, "context": context, "dconv": dconv if dconv_mode & 2 else None,
+                               "last": index == 0}
+            # The spectrogram enters and leaves with real and imaginary parts as separate channels.
+            complex_channels = 2 if index == 0 else 1
+            restored = audio_channels * len(self.sources) if index == 0 else chin
+            self.encoder.append(EncoderLayer(complex_channels * chin, chout, freq=True, **encoder_options))
+            self.tencoder.append(EncoderLayer(chin, chout, freq=False, **encoder_options))
+            self.decoder.insert(0, DecoderLayer(chout, complex_channels * restored, freq=True, **decoder_options))
+            self.tdecoder.insert(0, DecoderLayer(chout, restored, freq=False, **decoder_options))
+            if index == 0 and freq_emb:
+                self.freq_emb = FrequencyEmbedding(nfft // 2 // stride, chout, emb_scale)
+                self.freq_emb_scale = freq_emb
+            chin, chout = chout, int(growth * chout)
+
+        if bottom_channels:
+            self.channel_upsampler = nn.Conv1d(chin, bottom_channels, 1)
+            self.channel_downsampler = nn.Conv1d(bottom_channels, chin, 1)
+            self.channel_upsampler_t = nn.Conv1d(chin, bottom_channels, 1)
+            self.channel_downsampler_t = nn.Conv1d(bottom_channels, chin, 1)
+        self.bottom_channels = bottom_channels
+        dim = bottom_channels or chin
+        if t_layers and (dim % t_heads or dim % 4):
+            raise ModelError(f"transformer width {dim} must be divisible by 4 and by t_heads={t_heads}")
+        self.crosstransformer = CrossTransformer(
+            dim, t_layers, t_heads, t_hidden_scale, cross_first=t_cross_first, norm_in=t_norm_in,
+            norm_in_group=t_norm_in_group, max_period=t_max_period, weight_pos_embed=t_weight_pos_embed,
+            norm_first=t_norm_first, norm_out=t_norm_out, group_norm=t_group_norm,
+            layer_scale=t_layer_scale, gelu=t_gelu,
+        ) if t_layers else None
+
+    @property
+    def training_length(self) -> int:
+        """Samples per forward pass: shorter inputs are zero-padded to it."""
+        return int(self.segment * self.samplerate)
+
+    def forward(self, mix: Tensor) -> Tensor:
+        """(B, C, T) audio with T <= training_length -> (B, len(sources), C, T) stems."""
+        length = mix.shape[-1]
+        if length > self.training_length:
+            raise ValueError(f"input has {length} samples, more than the model's {self.training_length}")
+        if length < self.training_length:
+            mix = F.pad(mix, (0, self.training_length - length))
+
+        spec = stft(mix, self.nfft)
+        batch, audio_channels, freqs, frames = spec.shape
+        x = torch.view_as_real(spec).permute(0, 1, 4, 2, 3).reshape(batch, 2 * audio_channels, freqs, frames)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        mean_t = mix.mean(dim=(1, 2), keepdim=True)
+        std_t = mix.std(dim=(1, 2), keepdim=True)
+        xt = (mix - mean_t) / (1e-5 + std_t)
+
+        skips, skips_t, lengths_t = [], [], []
+        for index, (encode, encode_t) in enumerate(zip(self.encoder, self.tencoder)):
+            lengths_t.append(xt.shape[-1])
+            xt = encode_t(xt)
+            x = encode(x)
+            if index == 0 and self.freq_emb is not None:
+                x = x + self.freq_emb_scale * self.freq_emb()
+            skips.append(x)
+            skips_t.append(xt)
+
+        if self.crosstransformer is not None:
+            x, xt = self.run_transformer(x, xt)
+
+        for decode, decode_t in zip(self.decoder, self.tdecoder):
+            x = decode(x, skips.pop())
+            xt = decode_t(xt, skips_t.pop(), lengths_t.pop())
+
+        sources = len(self.sources)
+        x = x.view(batch, sources, -1, freqs, frames) * std[:, None] + mean[:, None]
+        x = x.view(batch, sources, audio_channels, 2, freqs, frames)
+        x = istft(torch.complex(x[:, :, :, 0], x[:, :, :, 1]), self.training_length)
+        xt = xt.view(batch, sources, audio_channels, -1) * std_t[:, None] + mean_t[:, None]
+        return (xt + x)[..., :length]
+
+    def run_transformer(self, x: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
+        """The cross-domain transformer, in the bottom width when it differs from the encoder's."""
+        if not self.bottom_channels:
+            return self.crosstransformer(x, xt)
+        shape = x.shape
+        x = self.channel_upsampler(x.flatten(2)).unflatten(2, shape[2:])
+        x, xt = self.crosstransformer(x, self.channel_upsampler_t(xt))
+        x = self.channel_downsampler(x.flatten(2)).unflatten(2, shape[2:])
+        return x, self.channel_downsampler_t(xt)

@@ -1,0 +1,421 @@
+from __future__ import annotations
+
+import io
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import ffmpeg
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from stemsplit import audio
+from stemsplit.audio import FORMATS, AudioInfo, find_ffmpeg, load_audio, resample, write_stems
+from stemsplit.errors import InputError, OutputError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_TRACKS = sorted(SHARED.glob("audio/*/mixture.flac"))
+FFMPEG = find_ffmpeg()[0]
+ENCODERS = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+
+
+def needs_encoder(name: str):
+    return pytest.mark.skipif(f" {name} " not in ENCODERS, reason=f"this ffmpeg has no {name} encoder")
+
+
+def tones(rate: int, frames: int, freqs=(220.0, 1234.5, 5000.0), channels: int = 2) -> np.ndarray:
+    """A float32 `(channels, frames)` sum of sines, different per channel, peak below 0.8."""
+    t = np.arange(frames) / rate
+    rows = [sum(np.sin(2 * np.pi * f * (1 + 0.01 * c) * t + c) for f in freqs) for c in range(channels)]
+    return (0.25 * np.array(rows)).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int, subtype: str = "FLOAT") -> Path:
+    sf.write(path, samples.T, rate, subtype=subtype)
+    return path
+
+
+def convert(src: Path, dst: Path, **options) -> Path:
+    ffmpeg.input(str(src)).output(str(dst), **options).global_args("-v", "error").overwrite_output().run(
+        cmd=FFMPEG, quiet=True)
+    return dst
+
+
+def read(path: Path, dtype: str = "float32") -> tuple[np.ndarray, int]:
+    samples, rate = sf.read(path, dtype=dtype, always_2d=True)
+    return samples.T, rate
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    return 10 * math.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - estimate) ** 2.0))
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+# ffmpeg
+
+
+def test_find_ffmpeg_prefers_system_binary_and_falls_back_to_imageio(monkeypatch):
+    path, origin = find_ffmpeg()
+    assert subprocess.run([path, "-version"], capture_output=True).returncode == 0
+    assert find_ffmpeg() is find_ffmpeg()  # cached
+    try:
+        monkeypatch.setattr(audio.shutil, "which", lambda name: "/opt/bin/ffmpeg" if name == "ffmpeg" else None)
+        find_ffmpeg.cache_clear()
+        assert find_ffmpeg() == ("/opt/bin/ffmpeg", "system ffmpeg on PATH")
+        monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+        find_ffmpeg.cache_clear()
+        bundled, origin = find_ffmpeg()
+        assert "imageio-ffmpeg" in origin and Path(bundled).is_file()
+    finally:
+        find_ffmpeg.cache_clear()
+
+
+# resampling
+
+
+@pytest.mark.parametrize("old, new, freq", [
+    (44100, 48000, 1000.0), (44100, 48000, 19000.0), (48000, 44100, 15000.0), (8000, 44100, 3000.0),
+    (192000, 44100, 17000.0), (22050, 44100, 10000.0), (44100, 8000, 3500.0), (44100, 96000, 20000.0),
+])
+def test_resampled_sine_keeps_frequency_and_amplitude(old, new, freq):
+    x = torch.from_numpy(np.sin(2 * np.pi * freq * np.arange(old) / old)).float()
+    y = resample(x, old, new)
+    expected = np.sin(2 * np.pi * freq * np.arange(new) / new)
+    assert y.shape == (new,) and y.dtype == torch.float32
+    middle = slice(new // 10, -new // 10)
+    assert np.abs(y.numpy()[middle] - expected[middle]).max() < 1e-3
+
+
+def test_round_trip_of_band_limited_noise_is_transparent():
+    rng = np.random.default_rng(0)
+    spectrum = np.fft.rfft(rng.standard_normal((2, 96000)))
+    spectrum[:, np.fft.rfftfreq(96000, 1 / 48000) > 18000] = 0
+    x = torch.from_numpy(np.fft.irfft(spectrum, 96000)).float()
+    back = resample(resample(x, 48000, 44100), 44100, 48000)
+    assert back.shape == x.shape
+    away = slice(4800, -4800)
+    assert snr_db(x[:, away].numpy(), back[:, away].numpy()) > 80
+
+
+def test_resampling_removes_content_above_the_new_nyquist():
+    x = torch.from_numpy(np.sin(2 * np.pi * 30000 * np.arange(192000) / 192000)).float()
+    y = resample(x, 192000, 44100)[4410:-4410]
+    assert y.abs().max() < 1e-4
+
+
+def test_resample_length_is_ceil_and_leading_axes_are_kept():
+    x = torch.randn(3, 2, 1001)
+    y = resample(x, 48000, 44100)
+    assert y.shape == (3, 2, math.ceil(1001 * 44100 / 48000))
+    assert torch.allclose(y[1, 0], resample(x[1, 0], 48000, 44100), atol=1e-6)
+    assert resample(x, 44100, 44100) is x
+    assert resample(torch.ones(1), 8000, 44100).shape == (6,)
+
+
+# loading
+
+
+def test_float_wav_loads_and_writes_back_bit_exactly(tmp_path):
+    source = np.random.default_rng(1).uniform(-0.9, 0.9, (2, 12345)).astype(np.float32)
+    mix, info = load_audio(write_wav(tmp_path / "in.wav", source, 44100))
+    assert mix.dtype == np.float32 and mix.flags.c_contiguous
+    np.testing.assert_array_equal(mix, source)
+    assert info == AudioInfo(44100, 2, 12345, {}, ())
+    out = tmp_path / "out" / "vocals.wav"
+    write_stems({out: mix}, info.sample_rate, frames=info.frames, format="wav", bit_depth=32, clip_mode="none")
+    written, rate = read(out)
+    assert rate == 44100 and sf.info(out).subtype == "FLOAT"
+    np.testing.assert_array_equal(written, source)
+
+
+@pytest.mark.parametrize("format", ["wav", "flac"])
+@pytest.mark.parametrize("bits", [16, 24])
+def test_integer_pcm_round_trips_bit_exactly(tmp_path, format, bits):
+    scale = 2 ** (bits - 1)
+    ints = np.random.default_rng(bits).integers(-scale, scale, (2, 5000))
+    ints[:, :2] = [[-scale, scale - 1], [scale - 1, -scale]]  # both extremes survive
+    source = tmp_path / f"in.{format}"
+    sf.write(source, (ints.T << (32 - bits)).astype(np.int32), 44100, subtype=f"PCM_{bits}")
+    mix, info = load_audio(source)
+    np.testing.assert_array_equal(mix, ints / scale)
+    out = tmp_path / f"out.{format}"
+    write_stems({out: mix}, 44100, frames=info.frames, format=format, bit_depth=bits, clip_mode="none")
+    written, _ = read(out, dtype="int32")
+    assert sf.info(out).subtype == f"PCM_{bits}"
+    np.testing.assert_array_equal(written >> (32 - bits), ints)
+
+
+def test_mono_is_duplicated_exactly(tmp_path):
+    ints = np.random.default_rng(2).integers(-32768, 32768, 3000).astype(np.int16)
+    path = tmp_path / "mono.wav"
+    sf.write(path, ints, 22050)
+    mix, info = load_audio(path, sample_rate=22050)
+    assert (info.channels, info.frames, info.sample_rate, info.notices) == (1, 3000, 22050, ())
+    np.testing.assert_array_equal(mix[0], ints / 32768)
+    np.testing.assert_array_equal(mix[1], ints / 32768)
+    single, _ = load_audio(path, sample_rate=22050, channels=1)
+    np.testing.assert_array_equal(single, mix[:1])
+
+
+def test_six_channels_are_downmixed_to_stereo_with_a_notice(tmp_path):
+    impulses = np.zeros((6, 600), np.float32)
+    for channel in range(6):  # 5.1 order: FL FR FC LFE BL BR, one impulse each, 100 samples apart
+        impulses[channel, 100 * channel] = 0.5
+    mix, info = load_audio(write_wav(tmp_path / "surround.wav", impulses, 44100))
+    assert info.channels == 6 and mix.shape == (2, 600)
+    assert info.notices == ("6-channel input downmixed to stereo",)
+    gains = mix[:, ::100] / 0.5
+    np.testing.assert_allclose(gains[:, 0], [1, 0], atol=1e-6)  # front left stays left
+    np.testing.assert_allclose(gains[:, 1], [0, 1], atol=1e-6)
+    assert gains[0, 2] == gains[1, 2] > 0.5  # centre goes to both sides equally
+
+
+def test_non_finite_samples_become_zero_with_a_notice(tmp_path):
+    source = tones(44100, 1000)
+    damaged = source.copy()
+    damaged[0, 10], damaged[1, 20], damaged[1, 30] = np.nan, np.inf, -np.inf
+    mix, info = load_audio(write_wav(tmp_path / "nan.wav", damaged, 44100))
+    assert info.notices == ("replaced 3 NaN/inf samples with 0",)
+    assert np.isfinite(mix).all() and mix[0, 10] == mix[1, 20] == mix[1, 30] == 0
+    intact = np.isfinite(damaged)
+    np.testing.assert_array_equal(mix[intact], source[intact])
+
+
+def test_stdin_is_read_like_a_file(tmp_path, monkeypatch):
+    path = convert(write_wav(tmp_path / "song.wav", tones(44100, 4000), 44100), tmp_path / "song.flac")
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(path.read_bytes())))
+    mix, info = load_audio("-")
+    expected, expected_info = load_audio(path)
+    np.testing.assert_array_equal(mix, expected)
+    assert info == expected_info and info.frames == 4000
+
+
+def test_tags_are_read_from_the_file_and_the_audio_stream(tmp_path):
+    wav = write_wav(tmp_path / "song.wav", tones(44100, 2000), 44100)
+    tagged = convert(wav, tmp_path / "song.flac", **{"metadata:g:0": "title=A=b;c\\d #1",
+                                                     "metadata:g:1": "artist=Motörhead"})
+    assert load_audio(tagged)[1].tags == {"title": "A=b;c\\d #1", "artist": "Motörhead"}
+    stream_tagged = convert(wav, tmp_path / "song.mka", acodec="flac", **{"metadata:s:a:0": "album=Stream"})
+    assert load_audio(stream_tagged)[1].tags == {"album": "Stream"}
+
+
+@pytest.mark.parametrize("rate, subtype, frames", [(8000, "PCM_16", 8001), (48000, "FLOAT", 48000 + 17),
+                                                   (192000, "PCM_24", 96003), (48000, "FLOAT", 480)])
+def test_other_rates_come_back_at_their_own_rate_and_length(tmp_path, rate, subtype, frames):
+    source = tones(rate, frames, freqs=(110.0, 440.0, min(3000.0, rate / 4)))
+    mix, info = load_audio(write_wav(tmp_path / "in.wav", source, rate, subtype))
+    assert (info.sample_rate, info.frames) == (rate, frames)
+    assert mix.shape == (2, math.ceil(frames * 44100 / rate))
+    out = tmp_path / "stems" / "bass.wav"
+    write_stems({out: mix}, rate, frames=frames, source_rate=44100, format="wav", bit_depth=32, clip_mode="none")
+    written, written_rate = read(out)
+    assert written_rate == rate and written.shape == (2, frames)
+    original, _ = read(tmp_path / "in.wav")
+    away = slice(frames // 10, -frames // 10)
+    assert snr_db(original[:, away], written[:, away]) > (45 if subtype == "PCM_16" else 60)
+
+
+@pytest.mark.parametrize("track", SHARED_TRACKS, ids=lambda p: p.parent.name)
+def test_shared_mp3_decodes_to_the_flac_length_and_aligned(track):
+    flac, flac_info = load_audio(track)
+    mp3, mp3_info = load_audio(track.with_suffix(".mp3"))
+    assert mp3_info.frames == flac_info.frames == sf.info(track).frames
+    assert mp3.shape == flac.shape
+    assert correlation(mp3, flac) > 0.995  # aligned: shifted by one sample it is about 0.98
+
+
+@pytest.mark.parametrize("suffix, options", [
+    pytest.param(".mp3", {"acodec": "libmp3lame", "audio_bitrate": "192k"}, marks=needs_encoder("libmp3lame")),
+    pytest.param(".m4a", {"acodec": "aac", "audio_bitrate": "192k"}, marks=needs_encoder("aac")),
+    pytest.param(".ogg", {"acodec": "libvorbis"}, marks=needs_encoder("libvorbis")),
+    pytest.param(".opus", {"acodec": "libopus"}, marks=needs_encoder("libopus")),
+])
+def test_lossy_inputs_keep_their_exact_length(tmp_path, suffix, options):
+    # Over one Ogg page long: ffmpeg gets the length of a single-page Vorbis stream wrong.
+    source = tones(48000, 100003)
+    encoded = convert(write_wav(tmp_path / "in.wav", source, 48000), tmp_path / f"in{suffix}", **options)
+    mix, info = load_audio(encoded, sample_rate=48000)
+    assert (info.sample_rate, info.frames) == (48000, 100003)
+    assert correlation(mix, source) > 0.99
+
+
+def test_video_file_uses_its_first_audio_stream(tmp_path):
+    source = tones(44100, 44100)
+    wav = write_wav(tmp_path / "in.wav", source, 44100)
+    video = ffmpeg.input("testsrc=duration=1:size=32x32:rate=5", f="lavfi")
+    muxed = ffmpeg.output(video, ffmpeg.input(str(wav)), str(tmp_path / "clip.mkv"), vcodec="mpeg4", acodec="flac")
+    muxed.global_args("-v", "error").run(cmd=FFMPEG, quiet=True)
+    mix, info = load_audio(tmp_path / "clip.mkv")
+    assert info.frames == 44100
+    np.testing.assert_allclose(mix, source, atol=2 ** -23)  # flac stores the float wav at 24 bits
+    convert(tmp_path / "clip.mkv", tmp_path / "silent.mkv", vcodec="copy", an=None)
+    with pytest.raises(InputError, match=r"silent\.mkv has no audio stream$"):
+        load_audio(tmp_path / "silent.mkv")
+
+
+def bad_inputs(folder: Path) -> dict[str, tuple[Path, str]]:
+    (folder / "empty.mp3").write_bytes(b"")
+    (folder / "random.mp3").write_bytes(np.random.default_rng(3).bytes(40000))
+    (folder / "notes.txt").write_text("not audio\n" * 50)
+    (folder / "folder.wav").mkdir()
+    write_wav(folder / "silence.wav", np.zeros((2, 0), np.float32), 44100)
+    return {
+        "missing": (folder / "missing.wav", "missing.wav: no such file"),
+        "directory": (folder / "folder.wav", "folder.wav is a directory, not an audio file"),
+        "empty": (folder / "empty.mp3", "cannot decode .*empty.mp3: Invalid data"),
+        "random bytes": (folder / "random.mp3", "cannot decode .*random.mp3: "),
+        "text": (folder / "notes.txt", "(cannot decode .*notes.txt: |notes.txt has no audio stream$)"),
+        "no samples": (folder / "silence.wav", "silence.wav contains no audio samples"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "random bytes", "text", "no samples"])
+def test_bad_inputs_raise_one_line_input_errors(tmp_path, case):
+    path, message = bad_inputs(tmp_path)[case]
+    with pytest.raises(InputError, match=message) as caught:
+        load_audio(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_empty_stdin_is_an_input_error(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(b"")))
+    with pytest.raises(InputError, match="^cannot decode stdin: "):
+        load_audio("-")
+
+
+# writing
+
+
+def stems_for(frames: int) -> dict[str, np.ndarray]:
+    pitches = {"vocals": 440.0, "drums": 880.0, "bass": 110.0}
+    return {name: tones(44100, frames, freqs=(pitch,)) for name, pitch in pitches.items()}
+
+
+def test_stems_are_written_in_place_with_no_leftovers(tmp_path):
+    out = tmp_path / "separated" / "model" / "song"
+    stems = stems_for(2205)
+    write_stems({out / f"{name}.flac": x for name, x in stems.items()}, 44100, frames=2205, format="flac",
+                bit_depth=24, clip_mode="rescale")
+    assert sorted(p.name for p in out.iterdir()) == ["bass.flac", "drums.flac", "vocals.flac"]
+    for name, x in stems.items():
+        written, rate = read(out / f"{name}.flac")
+        assert rate == 44100 and sf.info(out / f"{name}.flac").subtype == "PCM_24"
+        np.testing.assert_allclose(written, x, atol=2 ** -23)  # 0.25-peak tones are not rescaled
+
+
+def test_a_failing_stem_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "song"
+    out.mkdir()
+    (out / "drums.wav").write_bytes(b"previous run")
+    outputs = {out / "vocals.wav": tones(44100, 500), out / "drums.wav": np.zeros(500, np.float32)}
+    with pytest.raises(ValueError, match="channels, samples"):
+        write_stems(outputs, 44100, frames=500)
+    assert [p.name for p in out.iterdir()] == ["drums.wav"]
+    assert (out / "drums.wav").read_bytes() == b"previous run"
+
+
+def test_an_interrupt_mid_way_leaves_nothing_behind(tmp_path, monkeypatch):
+    real_encode, written = audio._encode, []
+
+    def encode_then_interrupt(samples, temporary, *args):
+        real_encode(samples, temporary, *args)
+        written.append(temporary)
+        if len(written) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(audio, "_encode", encode_then_interrupt)
+    out = tmp_path / "song"
+    with pytest.raises(KeyboardInterrupt):
+        write_stems({out / f"{name}.wav": x for name, x in stems_for(500).items()}, 44100, frames=500)
+    assert len(written) == 2 and all(p.name.startswith(".") and ".partial-" in p.name for p in written)
+    assert list(out.iterdir()) == []
+
+
+def test_unwritable_folder_is_an_output_error(tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    target = tmp_path / "file" / "out" / "vocals.wav"
+    with pytest.raises(OutputError, match=f"^cannot write to {tmp_path / 'file' / 'out'}: ") as caught:
+        write_stems({target: tones(44100, 100)}, 44100, frames=100)
+    assert "\n" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_output_that_is_a_folder_is_an_output_error(tmp_path):
+    (tmp_path / "vocals.wav").mkdir()
+    with pytest.raises(OutputError, match="^cannot write .*vocals.wav: "):
+        write_stems({tmp_path / "bass.wav": tones(44100, 100), tmp_path / "vocals.wav": tones(44100, 100)},
+                    44100, frames=100)
+    assert not any(".partial-" in p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("format, rate, bits, message", [
+    ("flac", 44100, 32, "flac supports bit depths 16, 24, not 32"),
+    ("aiff", 44100, 16, "unknown output format 'aiff'"),
+    ("mp3", 96000, 16, "mp3 cannot store 96000 Hz audio"),
+])
+def test_impossible_outputs_are_refused_before_writing(tmp_path, format, rate, bits, message):
+    with pytest.raises(OutputError, match=message):
+        write_stems({tmp_path / "out" / f"a.{format}": tones(44100, 100)}, rate, frames=100, format=format,
+                    bit_depth=bits)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_is_padded_or_trimmed_to_the_requested_frames(tmp_path):
+    x = tones(44100, 1000)
+    write_stems({tmp_path / "long.wav": x, tmp_path / "short.wav": x[:, :900]}, 44100, frames=950,
+                bit_depth=32, clip_mode="none")
+    long, _ = read(tmp_path / "long.wav")
+    short, _ = read(tmp_path / "short.wav")
+    np.testing.assert_array_equal(long, x[:, :950])
+    np.testing.assert_array_equal(short[:, :900], x[:, :900])
+    assert short.shape == (2, 950) and not short[:, 900:].any()
+
+
+@pytest.mark.parametrize("mode, bits, peak", [("rescale", 32, 1 / 1.01), ("clamp", 32, 0.99), ("none", 32, 2.0),
+                                              ("none", 16, 32767 / 32768), ("rescale", 16, 1 / 1.01)])
+def test_clip_modes_follow_the_reference(tmp_path, mode, bits, peak):
+    x = tones(44100, 1000)
+    loud = 2.0 * x / np.abs(x).max()
+    write_stems({tmp_path / "loud.wav": loud}, 44100, frames=1000, bit_depth=bits, clip_mode=mode)
+    written, _ = read(tmp_path / "loud.wav")
+    assert np.abs(written).max() == pytest.approx(peak, abs=2 ** -15)
+    if mode == "rescale":
+        np.testing.assert_allclose(written, loud / 2.02, atol=2 ** -15)
+
+
+def test_rescale_leaves_quiet_stems_untouched(tmp_path):
+    x = tones(44100, 1000)
+    write_stems({tmp_path / "quiet.wav": x}, 44100, frames=1000, bit_depth=32, clip_mode="rescale")
+    np.testing.assert_array_equal(read(tmp_path / "quiet.wav")[0], x)
+
+
+@pytest.mark.parametrize("format, rate", [
+    pytest.param("mp3", 44100, marks=needs_encoder("libmp3lame")),
+    pytest.param("mp3", 48000, marks=needs_encoder("libmp3lame")),
+    pytest.param("ogg", 32000, marks=needs_encoder("libvorbis")),
+    pytest.param("m4a", 48000, marks=needs_encoder("aac")),
+])
+def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate):
+    frames = 2 * rate + 333  # over one Ogg page, see test_lossy_inputs_keep_their_exact_length
+    model_rate_audio = tones(44100, math.ceil(frames * 44100 / rate))
+    out = tmp_path / f"vocals.{format}"
+    write_stems({out: model_rate_audio}, rate, frames=frames, format=format, bit_depth=24)
+    decoded, info = load_audio(out, sample_rate=rate)
+    assert (info.sample_rate, info.frames) == (rate, frames)
+    assert correlation(decoded, tones(rate, frames)) > 0.99
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_formats_constant_matches_what_writing_accepts(tmp_path):
+    for format, depths in FORMATS.items():
+        for bits in depths or (16,):
+            write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, 44100, frames=88200, format=format,
+                        bit_depth=bits)
+            assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200

@@ -1,0 +1,149 @@
+"""The `stemsplit` command end to end, as a user runs it (subprocess: exit codes and stderr matter)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from stemsplit.audio import load_audio
+from stemsplit.cli import pick_stems, safe_name, stem_paths
+from stemsplit.registry import load_bag
+from stemsplit.separation import separate_tensor
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+
+
+def stemsplit(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=environment,
+                          capture_output=True, text=True, timeout=300)
+
+
+def tone(seconds: float, rate: int, channels: int = 2) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
+    right = 0.2 * np.sin(2 * np.pi * 330 * t + 1) + 0.05 * np.random.default_rng(0).standard_normal(len(t))
+    return np.stack([left, right][:channels], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "my song.wav"
+    sf.write(path, tone(2.5, 48000), 48000, subtype="FLOAT")
+    return path
+
+
+def test_stems_match_the_engine_at_the_input_rate_and_length(tmp_path, song, tiny_repo):
+    result = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out", "--bit-depth", "32",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "out" / "tiny" / "my song"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.wav" for s in SOURCES)
+
+    bag = load_bag("tiny", tiny_repo)
+    mix, info = load_audio(song)
+    separated = separate_tensor(bag, torch.from_numpy(mix))
+    from stemsplit.audio import resample
+    for index, name in enumerate(bag.sources):
+        written, rate = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
+        assert rate == 48000 and written.shape == (info.frames, 2)
+        expected = resample(separated[index], 44100, 48000)[:, :info.frames].T.numpy()
+        peak = max(1.01 * np.abs(expected).max(), 1.0)  # the default clip mode: rescale
+        np.testing.assert_allclose(written, expected / peak, atol=1e-5)
+
+
+def test_real_clips_from_flac_and_mp3_give_stems_of_the_song_length(tmp_path, shared_audio, tiny_repo):
+    track = sorted(shared_audio.iterdir())[0]
+    frames = sf.info(track / "mixture.flac").frames
+    for name in ("mixture.flac", "mixture.mp3"):
+        out = tmp_path / name
+        result = stemsplit(track / name, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--format", "flac",
+                           cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        for stem in SOURCES:
+            info = sf.info(out / "tiny" / "mixture" / f"{stem}.flac")
+            assert (info.samplerate, info.frames, info.channels) == (44100, frames, 2)
+
+
+def test_two_stems_writes_the_stem_and_the_rest(tmp_path, song, tiny_repo):
+    result = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path, "--two-stems", "vocals",
+                       "--bit-depth", "32", "--clip-mode", "none", "--filename", "{track}-{stem}.{ext}",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["my song-no_vocals.wav", "my song-vocals.wav"]
+    full = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "all", "--bit-depth", "32",
+                     "--clip-mode", "none", cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    others = sum(sf.read(tmp_path / "all" / "tiny" / "my song" / f"{s}.wav")[0] for s in SOURCES if s != "vocals")
+    no_vocals = sf.read(tmp_path / "tiny" / "my song-no_vocals.wav")[0]
+    np.testing.assert_allclose(no_vocals, others, atol=1e-5)
+
+
+def test_a_batch_goes_on_past_bad_files_and_fails_at_the_end(tmp_path, song, tiny_repo):
+    (tmp_path / "notes.txt").write_text("not audio")
+    result = stemsplit(tmp_path / "missing.mp3", tmp_path / "notes.txt", song, "-n", "tiny", "--repo", tiny_repo,
+                       "-o", tmp_path / "out", "--stems", "bass", cwd=tmp_path)
+    assert result.returncode == 1
+    assert (tmp_path / "out" / "tiny" / "my song" / "bass.wav").is_file()
+    assert not (tmp_path / "out" / "tiny" / "missing").exists()
+    assert "1 done, 2 failed" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "missing.mp3" in errors[0] and "notes.txt" in errors[1]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["{missing}"], 1, "missing.wav"),
+    (["{song}", "-n", "nope"], 3, "unknown model 'nope'"),
+    (["{song}", "--stems", "kazoo"], 2, "unknown stem 'kazoo'"),
+    (["{song}", "--overlap", "1.5"], 2, "--overlap"),
+    (["{song}", "--segment", "99"], 2, "segment"),
+    (["{song}", "--filename", "../../{stem}.{ext}"], 2, "outside the output folder"),
+    (["{song}", "-o", "{file}/out"], 4, "cannot write"),
+])
+def test_errors_are_one_line_with_a_distinct_exit_code(tmp_path, song, tiny_repo, args, code, message):
+    (tmp_path / "file").write_text("")
+    fields = {"song": song, "missing": tmp_path / "missing.wav", "file": tmp_path / "file"}
+    repo = [] if "-n" in args else ["-n", "tiny", "--repo", str(tiny_repo)]
+    for key, value in fields.items():
+        args = [a.replace(f"{{{key}}}", str(value)) for a in args]
+    result = stemsplit(*args, *repo, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    if code != 2:  # click prints usage lines before its one-line error
+        assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
+    assert not list(tmp_path.rglob("*.wav")) or code == 1
+
+
+def test_models_lists_the_catalogue_without_network(tmp_path):
+    result = stemsplit("models", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf"), "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s"):
+        assert name in result.stdout
+    assert "no" in result.stdout
+
+
+def test_help_names_the_options():
+    result = subprocess.run([sys.executable, "-m", "stemsplit", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--model", "--two-stems", "--shifts", "--clip-mode", "--repo"):
+        assert option in result.stdout
+
+
+def test_track_names_are_made_safe_and_stay_inside_out(tmp_path):
+    assert safe_name("../../etc/passwd") == "_.._etc_passwd"
+    assert safe_name("a\x00b\nc") == "a_b_c"
+    paths = stem_paths(tmp_path, "{track}/{stem}.{ext}", "/x/../evil\t.mp3", "m", ["vocals"], "wav")
+    assert paths["vocals"].parent.parent == tmp_path.resolve()
+
+
+def test_pick_stems():
+    assert pick_stems(SOURCES, (), None) == SOURCES
+    assert pick_stems(SOURCES, ("bass",), None) == ["bass"]
+    assert pick_stems(SOURCES, (), "drums") == ["drums", "no_drums"]

@@ -1,0 +1,505 @@
+"""The catalogue, downloads through a loopback Hub, and local weight folders."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import types
+import typing
+from fractions import Fraction
+from pathlib import Path
+
+import huggingface_hub.constants
+import huggingface_hub.utils._http
+import pytest
+import torch
+import yaml
+
+from hub_server import HubServer
+from oracle import perturbed_reference, safetensors_file
+from reference_configs import SMALL_KWARGS
+from stemsplit.errors import ModelError
+from stemsplit.registry import (
+    ModelInfo,
+    WeightFile,
+    default_model,
+    download_bag,
+    find_model,
+    hub_cache,
+    is_cached,
+    load_bag,
+    read_catalogue,
+    sha256_of,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SHA256 = ROOT.parent / "shared" / "reference" / "weights-sha256.txt"
+
+SOURCES = ["drums", "bass", "other", "vocals"]
+KWARGS = {**SMALL_KWARGS, "segment": Fraction(1, 4)}  # a shorter segment runs faster
+SIGNATURE = "0badcafe"
+REPO_ID = "tester/Tiny"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+# Building weight files the way the reference tool publishes them
+
+def legacy_file(package: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(package, buffer)
+    return buffer.getvalue()
+
+
+def legacy_package(model: torch.nn.Module, **changes: object) -> dict:
+    package = {
+        "klass": type(model),
+        "args": (),
+        "kwargs": dict(KWARGS),
+        "state": {key: value.half() for key, value in model.state_dict().items()},
+        "training_args": {"epochs": 360, "dset": {"segment": 7.8}},
+    }
+    return {**package, **changes}
+
+
+def legacy_name(content: bytes, signature: str = SIGNATURE) -> str:
+    return f"{signature}-{hashlib.sha256(content).hexdigest()[:8]}.th"
+
+
+def tiny_info(content: bytes) -> ModelInfo:
+    file = WeightFile(
+        signature=SIGNATURE,
+        safetensors=f"{SIGNATURE}.safetensors",
+        safetensors_sha256=hashlib.sha256(content).hexdigest(),
+        legacy=f"{SIGNATURE}-00000000.th",
+        legacy_sha256="0" * 64,
+        legacy_size=0,
+        weights=(1.0, 1.0, 1.0, 1.0),
+    )
+    return ModelInfo(name="tiny", description="a tiny test model", stems=tuple(SOURCES),
+                     repo=REPO_ID, revision=COMMIT, segment=0.25, files=(file,))
+
+
+def assert_same_weights(bag, reference: torch.nn.Module) -> None:
+    expected = reference.state_dict()
+    actual = bag.models[0].state_dict()
+    assert actual.keys() == expected.keys()
+    assert all(torch.equal(actual[key], expected[key]) for key in expected)
+
+
+def assert_same_output(bag, reference: torch.nn.Module) -> None:
+    mix = torch.randn(1, 2, 4000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = reference(mix)
+        actual = bag.models[0](mix)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return perturbed_reference(KWARGS, seed=5)
+
+
+@pytest.fixture(scope="module")
+def weights(reference) -> bytes:
+    return safetensors_file(reference, KWARGS)
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A running loopback Hub, with the Hub client and its cache pointed at it."""
+    server = HubServer().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; the tests must not depend on it.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    yield server
+    server.stop()
+
+
+def cached_files(info: ModelInfo) -> list[Path]:
+    """The model's files in the cache, but for temporary `.incomplete` files, which are never loaded."""
+    folder = hub_cache() / f"models--{info.repo.replace('/', '--')}"
+    return [path for path in folder.rglob("*") if path.is_file() and ".incomplete" not in path.name]
+
+
+# The catalogue
+
+def test_catalogue_lists_the_official_models():
+    catalogue = read_catalogue()
+    assert default_model() == "htdemucs"
+    assert {"htdemucs", "htdemucs_ft", "htdemucs_6s"} <= set(catalogue)
+    assert catalogue["htdemucs_6s"].stems == ("drums", "bass", "other", "vocals", "guitar", "piano")
+    for info in catalogue.values():
+        assert len(info.revision) == 40 and info.segment > 0
+        for file in info.files:
+            assert file.safetensors == f"{file.signature}.safetensors"
+            assert file.legacy == f"{file.signature}-{file.legacy_sha256[:8]}.th"
+            assert len(file.weights) == len(info.stems)
+
+
+def test_catalogue_bags_match_the_reference_bag_files():
+    import demucs
+
+    remote = Path(demucs.__file__).parent / "remote"
+    for name, info in read_catalogue().items():
+        spec = yaml.safe_load((remote / f"{name}.yaml").read_text())
+        assert [file.signature for file in info.files] == spec["models"]
+        default = [[1.0] * len(info.stems) for _ in info.files]
+        assert [list(file.weights) for file in info.files] == spec.get("weights", default)
+
+
+def published_files() -> dict[str, tuple[str, str, str]]:
+    """File name -> (SHA-256, size, "repo@revision" or ""), from the shared reference list."""
+    files = {}
+    for line in SHARED_SHA256.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            sha256, size, *rest = line.split()
+            name = next(token for token in rest if token.endswith((".th", ".safetensors")))
+            files[name] = (sha256, size, rest[0] if "@" in rest[0] else "")
+    return files
+
+
+def test_catalogue_hashes_match_the_published_ones():
+    if not SHARED_SHA256.is_file():
+        pytest.skip(f"{SHARED_SHA256} is absent")
+    published = published_files()
+    for info in read_catalogue().values():
+        for file in info.files:
+            assert published[file.legacy][:2] == (file.legacy_sha256, str(file.legacy_size))
+            sha256, _, where = published[file.safetensors]
+            assert sha256 == file.safetensors_sha256
+            repo, revision = where.split("@")
+            assert repo == info.repo and info.revision.startswith(revision.rstrip("."))
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ModelError, match="unknown model 'nope'.*htdemucs, htdemucs_6s, htdemucs_ft"):
+        load_bag("nope")
+
+
+def test_malformed_catalogue_is_a_model_error(tmp_path):
+    text = (ROOT / "models.toml").read_text().replace(
+        "bf35a81b663819a8255c8fefee17f9d812b786b5", "main")
+    (tmp_path / "models.toml").write_text(text)
+    with pytest.raises(ModelError, match="htdemucs.*40-hex commit"):
+        read_catalogue(tmp_path / "models.toml")
+    (tmp_path / "broken.toml").write_text("default = [")
+    with pytest.raises(ModelError, match="cannot read the model catalogue"):
+        read_catalogue(tmp_path / "broken.toml")
+
+
+# Downloads through the loopback Hub
+
+def test_download_verifies_loads_and_matches_the_reference(hub, reference, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    info = tiny_info(weights)
+    assert not is_cached(info)
+    bag = download_bag(info)
+    assert is_cached(info)
+    assert bag.sources == SOURCES and bag.samplerate == 44100 and bag.audio_channels == 2
+    assert bag.weights == [[1.0] * 4]
+    assert not bag.models[0].training
+    assert all(parameter.dtype == torch.float32 for parameter in bag.models[0].parameters())
+    assert_same_output(bag, reference)
+    assert ("GET", f"/{REPO_ID}/resolve/{COMMIT}/{SIGNATURE}.safetensors") in hub.requests
+    assert str(hub_cache()).startswith(os.environ["HF_HOME"])
+
+
+def test_corrupt_download_is_removed_and_a_later_download_works(hub, reference, weights):
+    corrupt = bytearray(weights)
+    corrupt[-1] ^= 0xFF
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", bytes(corrupt))
+    info = tiny_info(weights)
+    with pytest.raises(ModelError, match=r"corrupt \(sha256 mismatch\); the bad file was removed"):
+        download_bag(info)
+    assert cached_files(info) == []
+    assert not is_cached(info)
+
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    assert_same_weights(download_bag(info), reference)
+
+
+def test_corrupted_cache_file_is_caught_before_loading(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    info = tiny_info(weights)
+    download_bag(info)
+    hub.stop()
+    [blob] = [path for path in cached_files(info) if path.parent.name == "blobs"]
+    blob.write_bytes(blob.read_bytes()[:-1] + b"!")
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        download_bag(info)
+    assert cached_files(info) == []
+
+
+def test_cached_model_loads_offline_without_a_server(hub, reference, weights, monkeypatch):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    info = tiny_info(weights)
+    download_bag(info)
+    hub.stop()
+    assert_same_weights(download_bag(info), reference)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_same_weights(download_bag(info), reference)
+
+
+def test_offline_without_cache_is_a_model_error(hub, weights, monkeypatch):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="not downloaded yet and HF_HUB_OFFLINE is set.*--repo DIR"):
+        download_bag(tiny_info(weights))
+    assert hub.requests == []
+
+
+def test_unreachable_hub_without_cache_is_a_model_error(hub, weights, monkeypatch):
+    hub.stop()
+    # huggingface_hub backs off for ~20 s before it gives up; the waiting itself is not under test.
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", lambda seconds: None)
+    with pytest.raises(ModelError, match="Hugging Face Hub cannot be reached.*--repo DIR"):
+        download_bag(tiny_info(weights))
+
+
+def test_missing_file_on_the_hub_is_a_model_error(hub, weights):
+    hub.add(REPO_ID, COMMIT, "other.safetensors", weights)
+    with pytest.raises(ModelError, match=f"downloading {SIGNATURE}.safetensors of model 'tiny'"):
+        download_bag(tiny_info(weights))
+
+
+def test_killed_download_leaves_nothing_that_loads(hub, reference, weights, tmp_path):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.stall_after = len(weights) // 2
+    catalogue = tmp_path / "tiny.toml"
+    catalogue.write_text(catalogue_toml(tiny_info(weights)))
+    script = ("from pathlib import Path; from stemsplit.registry import download_bag, find_model, "
+              f"read_catalogue; download_bag(find_model('tiny', read_catalogue(Path({str(catalogue)!r}))))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", script], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    try:
+        while not hub.stalled.wait(0.1):  # until half the file has been sent
+            assert process.poll() is None, f"the download process died: {process.stderr.read()}"
+            assert time.monotonic() < deadline, "the download never started"
+    finally:
+        process.kill()
+        process.communicate()
+    info = tiny_info(weights)
+    assert not is_cached(info)
+    assert cached_files(info) == []
+
+    hub.stall_after = None
+    assert_same_weights(download_bag(info), reference)
+
+
+def catalogue_toml(info: ModelInfo) -> str:
+    [file] = info.files
+    return f"""default = "{info.name}"
+
+[{info.name}]
+description = "{info.description}"
+stems = {json.dumps(list(info.stems))}
+repo = "{info.repo}"
+revision = "{info.revision}"
+segment = {info.segment}
+
+[[{info.name}.files]]
+signature = "{file.signature}"
+safetensors = "{file.safetensors}"
+safetensors_sha256 = "{file.safetensors_sha256}"
+legacy = "{file.legacy}"
+legacy_sha256 = "{file.legacy_sha256}"
+legacy_size = {file.legacy_size}
+weights = {json.dumps(list(file.weights))}
+"""
+
+
+def test_catalogue_file_round_trips(tmp_path, weights):
+    info = tiny_info(weights)
+    (tmp_path / "tiny.toml").write_text(catalogue_toml(info))
+    assert find_model("tiny", read_catalogue(tmp_path / "tiny.toml")) == info
+    assert default_model(tmp_path / "tiny.toml") == "tiny"
+
+
+# A local folder standing in for the Hub (--repo DIR)
+
+def test_local_safetensors_bag(tmp_path, reference, weights):
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(weights)
+    (tmp_path / "pair.yaml").write_text(yaml.safe_dump({
+        "models": [SIGNATURE, SIGNATURE],
+        "weights": [[1, 0, 0, 1], [0, 1, 1, 0]],
+    }))
+    bag = load_bag("pair", repo=tmp_path)
+    assert bag.name == "pair" and len(bag.models) == 2
+    assert bag.weights == [[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, 1.0, 0.0]]
+    assert_same_output(bag, reference)
+
+    single = load_bag(SIGNATURE, repo=tmp_path)
+    assert single.weights == [[1.0] * 4]
+    assert_same_weights(single, reference)
+
+
+def test_local_bag_segment_only_shortens(tmp_path, weights):
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(weights)
+    (tmp_path / "short.yaml").write_text(f"models: ['{SIGNATURE}']\nsegment: 0.2\n")
+    (tmp_path / "long.yaml").write_text(f"models: ['{SIGNATURE}']\nsegment: 44\n")
+    assert load_bag("short", repo=tmp_path).models[0].segment == Fraction(1, 5)
+    assert load_bag("long", repo=tmp_path).models[0].segment == Fraction(1, 4)
+
+
+def test_local_legacy_th(tmp_path, reference):
+    content = legacy_file(legacy_package(reference))
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    (tmp_path / "tiny.yaml").write_text(f"models: ['{SIGNATURE}']\n")
+    bag = load_bag("tiny", repo=tmp_path)
+    assert all(parameter.dtype == torch.float32 for parameter in bag.models[0].parameters())
+    rounded = perturbed_reference(KWARGS, seed=5)
+    rounded.load_state_dict({key: value.half().float() for key, value in reference.state_dict().items()})
+    assert_same_output(bag, rounded)
+
+
+def test_local_legacy_th_with_a_wrong_hash_prefix(tmp_path, reference):
+    content = legacy_file(legacy_package(reference))
+    (tmp_path / f"{SIGNATURE}-00000000.th").write_bytes(content)
+    with pytest.raises(ModelError, match="sha256 does not start with 00000000"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+
+def test_local_file_of_a_catalogue_model_is_checked_against_the_pin(tmp_path, weights):
+    (tmp_path / "955717e8.safetensors").write_bytes(weights)
+    with pytest.raises(ModelError, match="sha256 mismatch with the catalogue"):
+        load_bag("955717e8", repo=tmp_path)
+
+
+def test_local_folder_errors(tmp_path, weights):
+    with pytest.raises(ModelError, match="is not a folder"):
+        load_bag("tiny", repo=tmp_path / "missing")
+    with pytest.raises(ModelError, match="has no model 'tiny'"):
+        load_bag("tiny", repo=tmp_path)
+    with pytest.raises(ModelError, match="is not a model name"):
+        load_bag("../tiny", repo=tmp_path)
+    (tmp_path / "tiny.yaml").write_text("models: ['cafecafe']\n")
+    with pytest.raises(ModelError, match="no weights for network 'cafecafe'"):
+        load_bag("tiny", repo=tmp_path)
+    (tmp_path / "tiny.yaml").write_text("weights: [[1, 1, 1, 1]]\n")
+    with pytest.raises(ModelError, match="not a valid bag file"):
+        load_bag("tiny", repo=tmp_path)
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(weights)
+    (tmp_path / "tiny.yaml").write_text(f"models: ['{SIGNATURE}']\nweights: [[1, 1]]\n")
+    with pytest.raises(ModelError, match="needs 4 weights"):
+        load_bag("tiny", repo=tmp_path)
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="not a readable safetensors file"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+
+def test_networks_that_disagree_cannot_form_a_bag(tmp_path, reference, weights):
+    six = perturbed_reference({**KWARGS, "sources": SOURCES + ["guitar", "piano"]})
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(weights)
+    (tmp_path / "cafecafe.safetensors").write_bytes(
+        safetensors_file(six, {**KWARGS, "sources": SOURCES + ["guitar", "piano"]}))
+    (tmp_path / "mixed.yaml").write_text(f"models: ['{SIGNATURE}', 'cafecafe']\n")
+    with pytest.raises(ModelError, match="disagree on sources"):
+        load_bag("mixed", repo=tmp_path)
+
+
+def test_other_model_classes_are_refused(tmp_path, reference):
+    from demucs.hdemucs import HDemucs
+
+    (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(
+        safetensors_file(reference, KWARGS, klass="demucs.hdemucs.HDemucs"))
+    with pytest.raises(ModelError, match="HTDemucs models only"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+    content = legacy_file(legacy_package(reference, klass=HDemucs))
+    (tmp_path / f"{SIGNATURE}.safetensors").unlink()
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs HTDemucs models only"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+
+# Legacy pickles must never run code
+
+class SystemCall:
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.sentinel}",)
+
+
+class Eval(SystemCall):
+    def __reduce__(self):
+        return eval, (f"open({str(self.sentinel)!r}, 'w')",)
+
+
+class Subprocess(SystemCall):
+    def __reduce__(self):
+        return subprocess.call, (["touch", str(self.sentinel)],)
+
+
+class Gadget(SystemCall):
+    """An arbitrary class: refused even though unpickling it would run nothing."""
+
+
+@pytest.mark.parametrize("payload", [SystemCall, Eval, Subprocess, Gadget])
+@pytest.mark.parametrize("where", ["klass", "state", "training_args"])
+def test_malicious_pickle_is_refused_and_never_run(tmp_path, reference, payload, where):
+    sentinel = tmp_path / "sentinel"
+    content = legacy_file(legacy_package(reference, **{where: payload(sentinel)}))
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    with pytest.raises(ModelError, match="which a weight file must not contain"):
+        load_bag(SIGNATURE, repo=tmp_path)
+    assert not sentinel.exists()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_torchscript_archive_is_refused(tmp_path):
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
+    content = buffer.getvalue()
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    with pytest.raises(ModelError, match="TorchScript archive"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+
+@pytest.fixture
+def fake_omegaconf(monkeypatch):
+    """A class named like omegaconf's DictConfig, so that it pickles under that name."""
+    package = types.ModuleType("omegaconf")
+    module = types.ModuleType("omegaconf.dictconfig")
+
+    class DictConfig:
+        def __init__(self, content: dict):
+            self._content = content
+            self._metadata = {"ref_type": typing.Any, "object_type": dict}
+
+    DictConfig.__module__, DictConfig.__qualname__ = module.__name__, "DictConfig"
+    module.DictConfig = package.dictconfig = DictConfig
+    monkeypatch.setitem(sys.modules, "omegaconf", package)
+    monkeypatch.setitem(sys.modules, "omegaconf.dictconfig", module)
+    return DictConfig
+
+
+def test_omegaconf_training_args_are_ignored(tmp_path, reference, fake_omegaconf):
+    config = fake_omegaconf({"epochs": 360, "dset": fake_omegaconf({"segment": 7.8})})
+    content = legacy_file(legacy_package(reference, training_args=config))
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    assert load_bag(SIGNATURE, repo=tmp_path).sources == SOURCES
+
+
+def test_omegaconf_objects_outside_training_args_are_refused(tmp_path, reference, fake_omegaconf):
+    kwargs = {**KWARGS, "sources": fake_omegaconf({"names": SOURCES})}
+    content = legacy_file(legacy_package(reference, kwargs=kwargs))
+    (tmp_path / legacy_name(content)).write_bytes(content)
+    with pytest.raises(ModelError, match="configuration objects where model settings belong"):
+        load_bag(SIGNATURE, repo=tmp_path)
+
+
+def test_sha256_of(tmp_path):
+    (tmp_path / "file").write_bytes(b"abc")
+    assert sha256_of(tmp_path / "file") == hashlib.sha256(b"abc").hexdigest()
