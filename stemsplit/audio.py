@@ -1,4 +1,7 @@
-"""Audio in and out: decode anything ffmpeg reads, resample, and write stems atomically."""
+"""Audio in and out: decode anything ffmpeg reads, resample, and write stems atomically.
+
+Songs and stems stream through temporary files block by block, so memory does not grow with their length.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,16 @@ import math
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import ffmpeg
 import numpy as np
@@ -35,6 +41,9 @@ CLIP_MODES = ("rescale", "clamp", "none")
 LOSSY_CODECS = {"mp3": ("mp3", "libmp3lame"), "ogg": ("ogg", "libvorbis"), "m4a": ("ipod", "aac")}
 MP3_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "track")
+# How soundfile names the tags it can store in wav and flac files.
+SOUNDFILE_TAGS = {"title": "title", "artist": "artist", "album": "album", "date": "date", "genre": "genre",
+                  "track": "tracknumber"}
 
 # Resampler design: windowed sinc with this many zero crossings each side, a Kaiser window,
 # and the cutoff at this fraction of the lower Nyquist frequency. Flat to 20 kHz at 44.1 kHz,
@@ -43,6 +52,8 @@ SINC_ZEROS = 48
 KAISER_BETA = 12.0
 ROLLOFF = 0.97
 RESAMPLE_CHUNK = 1 << 22  # samples gathered into frames at once per channel, to bound memory
+BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at 44.1 kHz)
+RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
 
 
 @dataclass(frozen=True)

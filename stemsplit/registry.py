@@ -8,28 +8,20 @@ local folder laid out like the reference tool's model repository (`--repo DIR`).
 
 from __future__ import annotations
 
-import builtins
 import hashlib
-import json
 import os
-import pickle
 import re
-import types
-import zipfile
-from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from huggingface_hub import hf_hub_download, try_to_load_from_cache
-from huggingface_hub.utils import LocalEntryNotFoundError
-from safetensors import SafetensorError, safe_open
 
 from .errors import ModelError
-from .model import HTDemucs
+
+if TYPE_CHECKING:  # torch is imported only when a model is loaded, so listing models stays fast
+    from .model import HTDemucs
 
 try:
     import tomllib
@@ -37,9 +29,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 CATALOGUE = Path(__file__).with_name("models.toml")
-
-# The names weight files give the model class, mapped to the class that runs them.
-MODEL_CLASSES = {"demucs.htdemucs.HTDemucs": HTDemucs}
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -191,6 +180,8 @@ def load_bag(name: str, repo: Path | None = None) -> Bag:
 
 
 def download_bag(info: ModelInfo) -> Bag:
+    from .weights import load_safetensors
+
     models = [load_safetensors(fetch(info, file)) for file in info.files]
     bag = Bag(info.name, models, [list(file.weights) for file in info.files])
     if bag.sources != list(info.stems):
@@ -218,20 +209,16 @@ def hub_offline() -> bool:
 
 
 def is_cached(info: ModelInfo) -> bool:
-    """Whether every file of the model is in the cache (looked up without network)."""
-    return all(
-        isinstance(
-            try_to_load_from_cache(
-                info.repo, file.safetensors, cache_dir=hub_cache(), revision=info.revision
-            ),
-            str,
-        )
-        for file in info.files
-    )
+    """Whether every file of the model is in the cache (looked up on disk, in the Hub cache layout)."""
+    snapshot = hub_cache() / f"models--{info.repo.replace('/', '--')}" / "snapshots" / info.revision
+    return all((snapshot / file.safetensors).is_file() for file in info.files)
 
 
 def fetch(info: ModelInfo, file: WeightFile) -> Path:
     """The cached path of a verified weight file, downloading it if needed."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import LocalEntryNotFoundError
+
     try:
         path = Path(hf_hub_download(
             info.repo,
@@ -347,6 +334,8 @@ def _load_local_model(folder: Path, signature: str) -> HTDemucs:
             f"{folder} has no weights for network '{signature}': "
             f"expected {signature}.safetensors or {signature}-<sha8>.th"
         )
+    from .weights import load_legacy, load_safetensors
+
     _check_local_file(path, signature)
     if path.suffix == ".safetensors":
         return load_safetensors(path)
@@ -371,141 +360,3 @@ def _check_local_file(path: Path, signature: str) -> None:
         raise ModelError(
             f"{path} is corrupt (sha256 mismatch with the catalogue); replace it with a good copy"
         )
-
-
-# Weight file formats
-
-def load_safetensors(path: Path) -> HTDemucs:
-    """A model from the Hub's format: tensors plus the model class and its init
-    arguments as JSON in the metadata."""
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            metadata = file.metadata() or {}
-            state = {key: file.get_tensor(key) for key in file.keys()}
-    except (SafetensorError, OSError) as error:
-        raise ModelError(f"{path} is not a readable safetensors file: {error}") from error
-    if "structure" in metadata:
-        raise ModelError(f"{path} holds a quantized model, which stemsplit does not support")
-    try:
-        klass_name = metadata["klass"]
-        args = json.loads(metadata["args"], object_hook=_decode_fraction)
-        kwargs = json.loads(metadata["kwargs"], object_hook=_decode_fraction)
-    except (KeyError, json.JSONDecodeError) as error:
-        raise ModelError(f"{path} does not describe its model (klass, args, kwargs)") from error
-    if klass_name not in MODEL_CLASSES:
-        raise ModelError(f"{path} holds a {klass_name} model; stemsplit runs HTDemucs models only")
-    return _build(MODEL_CLASSES[klass_name], args, kwargs, state, path)
-
-
-def _decode_fraction(value: dict[str, Any]) -> Any:
-    if value.get("_type") == "fraction":
-        return Fraction(value["numerator"], value["denominator"])
-    return value
-
-
-def load_legacy(path: Path) -> HTDemucs:
-    """A model from the reference's original format: a torch pickle of
-    {klass, args, kwargs, state, training_args}, unpickled with an allow-list."""
-    if _is_torchscript(path):
-        # torch.load would hand such an archive to torch.jit.load, bypassing the allow-list.
-        raise ModelError(f"{path} is a TorchScript archive, not a model package")
-    try:
-        package = torch.load(path, map_location="cpu", weights_only=False,
-                             pickle_module=restricted_pickle)
-    except Exception as error:  # a refused global, a truncated or foreign file
-        raise ModelError(f"cannot load {path}: {error}") from error
-    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= package.keys():
-        raise ModelError(f"{path} is not a model package (klass, args, kwargs, state)")
-    # `training_args` is never used, so it alone may hold configuration placeholders.
-    inside = [package["klass"], package["args"], package["kwargs"], package["state"]]
-    if _holds_placeholder(inside):
-        raise ModelError(f"{path} holds configuration objects where model settings belong")
-    if package["klass"] is not HTDemucs:
-        raise ModelError(f"{path} does not hold an HTDemucs model")
-    if not isinstance(package["state"], dict) or package["state"].get("__quantized"):
-        raise ModelError(f"{path} holds a quantized model, which stemsplit does not support")
-    return _build(HTDemucs, package["args"], package["kwargs"], package["state"], path)
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[-1] == "constants.pkl" for name in archive.namelist())
-
-
-def _build(klass: type[HTDemucs], args: Any, kwargs: Any, state: dict[str, torch.Tensor],
-           path: Path) -> HTDemucs:
-    if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
-        raise ModelError(f"{path} has malformed model arguments")
-    try:
-        model = klass(*args, **kwargs)
-    except TypeError as error:
-        raise ModelError(f"{path} has a model configuration stemsplit does not support: {error}") from error
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as error:
-        raise ModelError(
-            f"the weights in {path} do not fit its model configuration; the file is damaged"
-        ) from error
-    return model.float().eval()
-
-
-# The restricted unpickler for legacy files
-
-class ConfigPlaceholder:
-    """Stands in for the training configuration objects (omegaconf) some legacy
-    files hold under `training_args`: it keeps nothing and runs nothing."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __setstate__(self, state: Any) -> None:
-        pass
-
-
-SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("collections", "OrderedDict"): OrderedDict,
-    ("fractions", "Fraction"): Fraction,
-    ("typing", "Any"): Any,
-    **{("builtins", name): getattr(builtins, name)
-       for name in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool")},
-}
-
-
-def _find_global(module: str, name: str) -> Any:
-    if module == "__builtin__":  # how pickle protocol 2, which torch.save uses, names builtins
-        module = "builtins"
-    qualified = f"{module}.{name}"
-    if qualified in MODEL_CLASSES:
-        return MODEL_CLASSES[qualified]
-    if (module, name) in SAFE_GLOBALS:
-        return SAFE_GLOBALS[module, name]
-    if module == "omegaconf" or module.startswith("omegaconf."):
-        return ConfigPlaceholder
-    if module == "demucs" or module.startswith("demucs."):
-        raise pickle.UnpicklingError(f"it holds a {qualified} model; stemsplit runs HTDemucs models only")
-    raise pickle.UnpicklingError(f"it refers to {qualified}, which a weight file must not contain")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        return _find_global(module, name)
-
-
-# torch.load wants a module with `Unpickler` and `load`.
-restricted_pickle = types.ModuleType("restricted_pickle")
-restricted_pickle.Unpickler = RestrictedUnpickler
-restricted_pickle.load = lambda file, **kwargs: RestrictedUnpickler(file, **kwargs).load()
-
-
-def _holds_placeholder(value: Any) -> bool:
-    if isinstance(value, ConfigPlaceholder):
-        return True
-    if isinstance(value, dict):
-        return any(_holds_placeholder(key) or _holds_placeholder(item) for key, item in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_holds_placeholder(item) for item in value)
-    return False

@@ -1,4 +1,4 @@
-"""The separation engine: a whole song through a bag of models, chunk by chunk.
+"""The separation engine: a whole song through a bag of models, segment by segment.
 
 The procedure reproduces the reference tool's so that results match it: the song
 is normalised by the mean and standard deviation of its mono mix, cut into
@@ -6,14 +6,19 @@ overlapping segments of the model's length, each segment is run with its real
 surroundings as padding, and the outputs are blended with triangular weights.
 Optional random time shifts are averaged, and the models of a bag are mixed with
 per-source weights.
+
+Unlike the reference, the song is streamed: segments are read as they are needed
+and finished stretches of stems are handed out as soon as no later segment can
+change them, so memory does not grow with the length of the song.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +29,37 @@ class Settings:
     overlap: float = 0.25
     segment: float | None = None
     batch_size: int = 1
+
+
+class Mix(Protocol):
+    """A song at the model's rate, readable window by window (see `audio.open_song`)."""
+
+    length: int
+    mean: float
+    std: float
+
+    def read(self, start: int, length: int) -> np.ndarray | torch.Tensor:
+        """Samples [start, start + length), zero outside the song."""
+
+
+class TensorMix:
+    """A song already in memory as a (channels, samples) tensor."""
+
+    def __init__(self, audio: torch.Tensor):
+        self.audio = audio
+        self.length = audio.shape[-1]
+        mono = audio.mean(0)
+        self.mean, self.std = mono.mean().item(), mono.std().item() if self.length > 1 else 0.0
+
+    def read(self, start: int, length: int) -> torch.Tensor:
+        return window(self.audio, start, length)
+
+
+def window(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
+    """`source[..., start:start + length]`, zero-filled where it runs off either end."""
+    end = start + length
+    inside = source[..., max(start, 0):min(end, source.shape[-1])]
+    return F.pad(inside, (max(-start, 0), max(end - source.shape[-1], 0)))
 
 
 def chunk_offsets(length: int, segment_length: int, overlap: float) -> range:
@@ -40,116 +76,157 @@ def transition_weight(segment_length: int) -> torch.Tensor:
     return weight / weight.max()
 
 
-def window(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """`source[..., start:start + length]`, zero-filled where it runs off either end."""
-    end = start + length
-    inside = source[..., max(start, 0):min(end, source.shape[-1])]
-    return F.pad(inside, (max(-start, 0), max(end - source.shape[-1], 0)))
+class OverlapAdd:
+    """Weighted sums of overlapping outputs, released once they are final."""
+
+    def __init__(self, sources: int, channels: int, start: int):
+        self.start = start  # song position of the first sample held
+        self.total = torch.zeros(sources, channels, 0)
+        self.weight = torch.zeros(0)
+
+    def add(self, position: int, output: torch.Tensor, weight: torch.Tensor) -> None:
+        missing = position + output.shape[-1] - self.start - self.weight.shape[0]
+        if missing > 0:
+            self.total = F.pad(self.total, (0, missing))
+            self.weight = F.pad(self.weight, (0, missing))
+        at = position - self.start
+        self.total[..., at:at + output.shape[-1]] += weight * output
+        self.weight[at:at + output.shape[-1]] += weight
+
+    def take(self, end: int) -> torch.Tensor:
+        """The finished outputs up to song position `end`, forgotten here."""
+        count = end - self.start
+        out = self.total[..., :count] / self.weight[:count]
+        self.total, self.weight = self.total[..., count:], self.weight[count:]
+        self.start = end
+        return out
 
 
-class _Pass:
-    """One overlap-added pass of one model over a region of `source`."""
+class Pass:
+    """One overlap-added run of one model over the song, possibly time-shifted.
 
-    def __init__(self, model: torch.nn.Module, source: torch.Tensor, start: int, length: int,
-                 settings: Settings):
+    The run covers song positions [origin, origin + length); a shift makes `origin`
+    negative, as the reference pads the song with silence and drops what comes before it.
+    """
+
+    def __init__(self, model: torch.nn.Module, origin: int, length: int, settings: Settings, channels: int):
         self.model = model
-        self.source = source
-        self.start = start
+        self.origin = origin
         self.length = length
         if settings.segment is None:
-            self.segment_length = model.training_length
-            self.input_length = model.training_length
+            self.segment_length = self.input_length = model.training_length
         else:
             self.segment_length = self.input_length = int(settings.segment * model.samplerate)
-        self.offsets = chunk_offsets(length, self.segment_length, settings.overlap)
+        self.offsets = list(chunk_offsets(length, self.segment_length, settings.overlap))
+        self.next = 0  # index of the next offset to run
         self.weight = transition_weight(self.segment_length)
-        self.out = torch.zeros(len(model.sources), source.shape[0], length)
-        self.total_weight = torch.zeros(length)
+        self.overlap_add = OverlapAdd(len(model.sources), channels, origin)
 
-    def chunk_input(self, offset: int) -> torch.Tensor:
+    def position(self) -> int:
+        """Song position of the next segment (the end of the run when none is left)."""
+        offset = self.offsets[self.next] if self.next < len(self.offsets) else self.length
+        return self.origin + offset
+
+    def input_window(self, offset: int) -> tuple[int, int]:
+        """Song position and length of the input for the segment at `offset`, with its context."""
         chunk_length = min(self.segment_length, self.length - offset)
-        context = (self.input_length - chunk_length) // 2
-        return window(self.source, self.start + offset - context, self.input_length)
+        return self.origin + offset - (self.input_length - chunk_length) // 2, self.input_length
 
     def add(self, offset: int, output: torch.Tensor) -> None:
         chunk_length = min(self.segment_length, self.length - offset)
         trim = (self.input_length - chunk_length) // 2
         output = output[..., trim:trim + chunk_length]
-        weight = self.weight[:chunk_length]
-        self.out[..., offset:offset + chunk_length] += weight * output
-        self.total_weight[offset:offset + chunk_length] += weight
+        self.overlap_add.add(self.origin + offset, output, self.weight[:chunk_length])
 
-    def result(self) -> torch.Tensor:
-        return self.out / self.total_weight
-
-
-def _run_pass(run: _Pass, device: torch.device, batch_size: int,
-              progress: Callable[[], None]) -> torch.Tensor:
-    offsets = list(run.offsets)
-    for first in range(0, len(offsets), batch_size):
-        batch = offsets[first:first + batch_size]
-        inputs = torch.stack([run.chunk_input(offset) for offset in batch]).to(device)
-        outputs = run.model(inputs).float().cpu()
-        for offset, output in zip(batch, outputs):
-            run.add(offset, output)
-            progress()
-    return run.result()
+    def take(self, end: int) -> torch.Tensor:
+        if self.overlap_add.start < 0:
+            self.overlap_add.take(0)  # what a shift moved before the song starts
+        return self.overlap_add.take(end)
 
 
-def _apply_model(model: torch.nn.Module, mix: torch.Tensor, settings: Settings,
-                 device: torch.device, progress: Callable[[], None]) -> torch.Tensor:
-    length = mix.shape[-1]
-    if not settings.shifts:
-        run = _Pass(model, mix, 0, length, settings)
-        return _run_pass(run, device, settings.batch_size, progress)
-    max_shift = int(0.5 * model.samplerate)
-    padded = F.pad(mix, (max_shift, max_shift))
-    out = torch.zeros(len(model.sources), mix.shape[0], length)
-    for _ in range(settings.shifts):
-        shift = random.randint(0, max_shift)
-        run = _Pass(model, padded, shift, length + max_shift - shift, settings)
-        out += _run_pass(run, device, settings.batch_size, progress)[..., max_shift - shift:]
-    return out / settings.shifts
+def make_passes(bag, length: int, settings: Settings, channels: int) -> list[list[Pass]]:
+    """The passes of each model: one, or one per random shift."""
+    passes = []
+    for model in bag.models:
+        if not settings.shifts:
+            passes.append([Pass(model, 0, length, settings, channels)])
+            continue
+        max_shift = int(0.5 * model.samplerate)
+        shifts = [random.randint(0, max_shift) for _ in range(settings.shifts)]
+        passes.append([Pass(model, shift - max_shift, length + max_shift - shift, settings, channels)
+                       for shift in shifts])
+    return passes
 
 
 def chunk_count(bag, length: int, settings: Settings) -> int:
-    """How many model calls separating `length` samples takes (for progress bars)."""
-    total = 0
-    for model in bag.models:
-        segment_length = (model.training_length if settings.segment is None
-                          else int(settings.segment * model.samplerate))
-        if settings.shifts:
-            max_shift = int(0.5 * model.samplerate)
-            # Each shift covers between `length` and `length + max_shift` samples.
-            counts = [len(chunk_offsets(length + max_shift - shift, segment_length, settings.overlap))
-                      for shift in (0, max_shift)]
-            total += settings.shifts * max(counts)
-        else:
-            total += len(chunk_offsets(length, segment_length, settings.overlap))
-    return total
+    """How many segments separating `length` samples runs through models (for progress bars)."""
+    state = random.getstate()
+    try:
+        return sum(len(p.offsets) for model_passes in make_passes(bag, length, settings, 1) for p in model_passes)
+    finally:
+        random.setstate(state)
 
 
-def separate_tensor(bag, mix: torch.Tensor, settings: Settings = Settings(),
-                    device: str | torch.device = "cpu",
-                    progress: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """Separate `mix` (channels, samples) at the bag's rate into (sources, channels, samples).
+def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str | torch.device = "cpu",
+                    progress: Callable[[], None] = lambda: None) -> Iterator[torch.Tensor]:
+    """Separate `mix` into consecutive blocks of (sources, channels, samples), in song order.
 
     `progress` is called once per segment run through a model.
     """
     check_settings(bag, settings)
     device = torch.device(device)
-    mono = mix.mean(0)
-    mean, std = mono.mean(), mono.std()
-    normalised = (mix - mean) / (std + 1e-8)
-    estimate = torch.zeros(len(bag.sources), *mix.shape)
-    totals = torch.zeros(len(bag.sources))
+    channels = bag.audio_channels
+    std = mix.std + 1e-8
+    passes = make_passes(bag, mix.length, settings, channels)
+    weights = torch.tensor(bag.weights, dtype=torch.float32)
+    scale = weights / weights.sum(0) / torch.tensor([len(p) for p in passes])[:, None]
+    emitted = 0
     with torch.inference_mode():
-        for model, weights in zip(bag.models, bag.weights):
+        for model in bag.models:
             model.to(device)
-            weights = torch.tensor(weights, dtype=torch.float32)
-            estimate += weights[:, None, None] * _apply_model(model, normalised, settings, device, progress)
-            totals += weights
-    return estimate / totals[:, None, None] * (std + 1e-8) + mean
+        while emitted < mix.length:
+            run_next_batch(passes, mix, std, device, settings.batch_size, progress)
+            ready = min(min(p.position() for p in model_passes) for model_passes in passes)
+            ready = min(ready, mix.length)
+            if ready <= emitted:
+                continue
+            block = sum(scale[m, :, None, None] * p.take(ready)
+                        for m, model_passes in enumerate(passes) for p in model_passes)
+            yield block * std + mix.mean
+            emitted = ready
+
+
+def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device, batch_size: int,
+                   progress: Callable[[], None]) -> None:
+    """Run the segments furthest behind in the song: up to `batch_size` of one model at once."""
+    pending = [p for model_passes in passes for p in model_passes if p.next < len(p.offsets)]
+    if not pending:
+        return
+    model = min(pending, key=Pass.position).model
+    jobs = []
+    for p in sorted((p for p in pending if p.model is model), key=Pass.position):
+        while p.next < len(p.offsets) and len(jobs) < batch_size:
+            jobs.append((p, p.offsets[p.next]))
+            p.next += 1
+    inputs = torch.stack([read_normalised(mix, *p.input_window(offset), std) for p, offset in jobs])
+    outputs = model(inputs.to(device)).float().cpu()
+    for (p, offset), output in zip(jobs, outputs):
+        p.add(offset, output)
+        progress()
+
+
+def read_normalised(mix: Mix, start: int, length: int, std: float) -> torch.Tensor:
+    audio = torch.as_tensor(mix.read(start, length))
+    inside = slice(max(-start, 0), max(min(mix.length - start, length), 0))
+    normalised = torch.zeros_like(audio)  # the reference pads the normalised song with zeros
+    normalised[..., inside] = (audio[..., inside] - mix.mean) / std
+    return normalised
+
+
+def separate_tensor(bag, mix: torch.Tensor, settings: Settings = Settings(), device: str | torch.device = "cpu",
+                    progress: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """Separate `mix` (channels, samples) at the bag's rate into (sources, channels, samples)."""
+    return torch.cat(list(separate_stream(bag, TensorMix(mix), settings, device, progress)), dim=-1)
 
 
 def check_settings(bag, settings: Settings) -> None:

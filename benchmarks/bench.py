@@ -1,0 +1,266 @@
+"""Benchmark stemsplit against the reference `demucs`: speed, peak memory and agreement.
+
+Each tool separates the same synthesised inputs, with the same weights and settings, in its
+own subprocess run as a user would run it. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "htdemucs"
+SIGNATURE = "bench0"  # of the random network; no '-', which separates it from the sha8
+RATE = 44100
+SONG_SECONDS = 180
+TOOLS = ("stemsplit", "reference")
+
+
+@dataclass
+class Run:
+    wall_s: float
+    peak_rss_mb: float
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="30,180,3600", help="input lengths in seconds")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per tool and length")
+    parser.add_argument("--only", choices=TOOLS, help="run one tool only")
+    parser.add_argument("--weights", help="folder in the reference's --repo layout "
+                        "(default $STEMSPLIT_TEST_WEIGHTS, else random weights)")
+    parser.add_argument("--stemsplit-args", default="", help="extra stemsplit flags, e.g. '--batch-size 4'")
+    parser.add_argument("--markdown", type=Path, help="also write the report to this file")
+    args = parser.parse_args()
+    args.lengths = [int(x) for x in args.lengths.split(",")]
+    return args
+
+
+def synthesise(path: Path, seconds: int, chunk: int = 10 * RATE) -> None:
+    """A deterministic stereo song-like mix: chords, bass, noisy drum hits and noise."""
+    chords = np.array([[220.0, 277.2, 329.6], [196.0, 246.9, 293.7],
+                       [174.6, 220.0, 261.6], [196.0, 246.9, 311.1]])
+    total = seconds * RATE
+    with sf.SoundFile(path, "w", RATE, 2, "PCM_16") as out:
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
+            rng = np.random.default_rng(start)  # seeded by position: the same audio at any length
+            t = (start + np.arange(n)) / RATE
+            notes = chords[(t // 2).astype(int) % len(chords)]
+            tones = 0.1 * np.sin(2 * np.pi * notes * t[:, None]).sum(1)
+            bass = 0.2 * np.sin(np.pi * notes[:, 0] * t)
+            hit = np.exp(-30 * (t % 0.5))
+            drums = hit * (0.2 * rng.standard_normal(n) + 0.4 * np.sin(2 * np.pi * 60 * t))
+            mix = np.stack([tones + bass + drums, 0.7 * tones + bass + drums], 1)
+            mix += 0.01 * rng.standard_normal((n, 2))
+            out.write(np.clip(0.5 * mix, -1, 1))
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def random_weights(folder: Path, seed: int = 0) -> None:
+    """A pretrained-shaped htdemucs with perturbed random weights, as a legacy package
+    `<sig>-<sha8>.th` plus `htdemucs.yaml`: the layout both tools read with --repo."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference_configs import PRETRAINED_KWARGS
+
+    torch.manual_seed(seed)
+    kwargs = dict(PRETRAINED_KWARGS[MODEL])
+    model = HTDemucs(**kwargs)
+    with torch.no_grad():
+        for param in model.parameters():
+            # The initial layer scales (1e-3..1e-4) make the init nearly an identity.
+            param.add_(0.02 * torch.randn_like(param))
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    package = {"klass": HTDemucs, "args": (), "kwargs": kwargs, "state": state, "training_args": {}}
+    path = folder / f"{SIGNATURE}.th"
+    torch.save(package, path)
+    path.rename(folder / f"{SIGNATURE}-{sha256(path)[:8]}.th")
+    (folder / f"{MODEL}.yaml").write_text(f"models: ['{SIGNATURE}']\n")
+
+
+def weights_folder(args: argparse.Namespace, tmp: Path) -> tuple[Path, str]:
+    given = args.weights or os.environ.get("STEMSPLIT_TEST_WEIGHTS")
+    if given and (Path(given) / f"{MODEL}.yaml").is_file():
+        return Path(given), f"official, from {given}"
+    if args.weights:
+        sys.exit(f"error: {args.weights} has no {MODEL}.yaml")
+    folder = tmp / "weights"
+    folder.mkdir()
+    random_weights(folder)
+    return folder, "random (pretrained htdemucs configuration, seeded)"
+
+
+def stemsplit_exe() -> str:
+    return str(Path(sys.executable).with_name("stemsplit"))
+
+
+def command(tool: str, repo: Path, track: Path, out: Path, extra: list[str]) -> list[str]:
+    common = ["-n", MODEL, "--repo", str(repo), "-o", str(out), "--shifts", "0",
+              "--overlap", "0.25", "-d", "cpu", "--clip-mode", "none"]
+    if tool == "stemsplit":
+        return [stemsplit_exe(), *common, "--bit-depth", "32", *extra, str(track)]
+    return [sys.executable, "-m", "demucs.separate", *common, "--float32", str(track)]
+
+
+def timed(cmd: list[str], log: Path) -> Run:
+    """Wall time and peak RSS of a child process (the largest of it and its own children)."""
+    with open(log, "w") as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        wall = time.perf_counter() - start
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        sys.exit(f"error: {shlex.join(cmd)} failed ({child.returncode}):\n{log.read_text()[-3000:]}")
+    return Run(wall, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+
+
+def sdr(ours: Path, ref: Path, block: int = 1 << 20) -> float:
+    """10 log10(sum(ref^2) / sum((ours - ref)^2)) in dB, read block by block."""
+    signal = error = 0.0
+    for a, b in zip(sf.blocks(ours, block, dtype="float64"), sf.blocks(ref, block, dtype="float64"),
+                    strict=True):
+        signal += float(np.sum(b * b))
+        error += float(np.sum((a - b) ** 2))
+    return float("inf") if error == 0 else 10 * np.log10(signal / error)
+
+
+def stem_files(out: Path, track: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted((out / MODEL / track.stem).glob("*.wav"))}
+
+
+def compare(outs: dict[str, Path], track: Path) -> dict[str, float]:
+    ours, ref = stem_files(outs["stemsplit"], track), stem_files(outs["reference"], track)
+    if ours.keys() != ref.keys():
+        sys.exit(f"error: the tools wrote different stems: {sorted(ours)} vs {sorted(ref)}")
+    for stem in ours:
+        if sf.info(ours[stem]).frames != sf.info(ref[stem]).frames:
+            sys.exit(f"error: {stem} lengths differ")
+    return {stem: sdr(ours[stem], ref[stem]) for stem in ours}
+
+
+def startup(repeat: int) -> dict[str, float]:
+    """Median wall time of the commands whose speed users feel before any work starts."""
+    result = {}
+    for args in (["--help"], ["models"]):
+        times = []
+        for _ in range(repeat + 1):  # the first run only warms the page cache
+            start = time.perf_counter()
+            subprocess.run([stemsplit_exe(), *args], check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        result[shlex.join(["stemsplit", *args])] = statistics.median(times[1:])
+    return result
+
+
+def machine() -> str:
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.exists() else []
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, torch {torch.__version__} "
+            f"with {torch.get_num_threads()} threads, python {platform.python_version()}")
+
+
+def cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table(results: dict[int, dict], stems: list[str]) -> list[str]:
+    head = ["length", "stemsplit s/s", "reference s/s", "ratio", "stemsplit peak RSS MB",
+            "reference peak RSS MB", "stemsplit songs/h", "reference songs/h",
+            *(f"SDR {s} dB" for s in stems)]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for seconds, row in results.items():
+        rate = {t: row[t].wall_s / seconds if t in row else None for t in TOOLS}
+        ratio = rate["stemsplit"] / rate["reference"] if None not in rate.values() else None
+        songs = {t: None if r is None else 3600 / (r * SONG_SECONDS) for t, r in rate.items()}
+        rss = {t: row[t].peak_rss_mb if t in row else None for t in TOOLS}
+        cells = [f"{seconds} s", cell(rate["stemsplit"], ".3f"), cell(rate["reference"], ".3f"),
+                 cell(ratio, ".2f"), cell(rss["stemsplit"], ".0f"), cell(rss["reference"], ".0f"),
+                 cell(songs["stemsplit"], ".0f"), cell(songs["reference"], ".0f"),
+                 *(cell(row.get("sdr", {}).get(s), ".1f") for s in stems)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def measure(tool: str, cmd: list[str], repeat: int, log: Path) -> Run:
+    runs = []
+    for i in range(repeat):
+        runs.append(timed(cmd, log))
+        print(f"  {tool} run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s, "
+              f"{runs[-1].peak_rss_mb:.0f} MB", file=sys.stderr)
+    return Run(statistics.median(r.wall_s for r in runs), max(r.peak_rss_mb for r in runs))
+
+
+def main() -> None:
+    args = parse_args()
+    tools = [args.only] if args.only else list(TOOLS)
+    extra = shlex.split(args.stemsplit_args)
+    header = [f"`{shlex.join(['python', *sys.argv])}`", "", f"Machine: {machine()}", ""]
+    print("\n".join(header), flush=True)
+    results: dict[int, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="stemsplit-bench-") as name:
+        tmp = Path(name)
+        repo, weights = weights_folder(args, tmp)
+        outs = {tool: tmp / f"out-{tool}" for tool in tools}
+        for i, seconds in enumerate(args.lengths):
+            track = tmp / f"mix{seconds}s.wav"
+            synthesise(track, seconds)
+            results[seconds] = {}
+            for tool in tools:
+                cmd = command(tool, repo, track, outs[tool], extra)
+                if i == 0:
+                    print(f"warm-up: {shlex.join(cmd)}", file=sys.stderr)
+                    timed(cmd, tmp / "log.txt")
+                print(f"{seconds} s input:", file=sys.stderr)
+                results[seconds][tool] = measure(tool, cmd, args.repeat, tmp / "log.txt")
+            if len(tools) == 2:
+                results[seconds]["sdr"] = compare(outs, track)
+            track.unlink()  # 60 min of stems is ~5 GB per tool
+            for out in outs.values():
+                shutil.rmtree(out / MODEL / track.stem)
+    stems = sorted({s for row in results.values() for s in row.get("sdr", {})})
+    report = [*header, f"Weights: {weights}. Settings: shifts 0, overlap 0.25, default segment, "
+              f"CPU, float32 wav, no clipping; stemsplit extra args: `{args.stemsplit_args}`. "
+              f"Median of {args.repeat} warm runs.", "",
+              *table(results, stems), "",
+              "s/s: wall seconds per second of audio (start-up included); ratio: stemsplit/reference; "
+              "peak RSS: largest process of the run; songs/h: 3-minute songs per hour at that "
+              "row's rate; SDR: stemsplit's stem against the reference's.", "",
+              "| start-up | median s |", "| --- | --- |",
+              *(f"| `{c}` | {t:.3f} |" for c, t in startup(max(args.repeat, 5)).items())]
+    text = "\n".join(report[len(header):])
+    print(text)
+    if args.markdown:
+        args.markdown.write_text("\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
