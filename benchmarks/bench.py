@@ -156,11 +156,10 @@ def stem_files(out: Path, track: Path) -> dict[str, Path]:
 
 def compare(outs: dict[str, Path], track: Path) -> dict[str, float]:
     ours, ref = stem_files(outs["stemsplit"], track), stem_files(outs["reference"], track)
-    if ours.keys() != ref.keys():
-        sys.exit(f"error: the tools wrote different stems: {sorted(ours)} vs {sorted(ref)}")
-    for stem in ours:
-        if sf.info(ours[stem]).frames != sf.info(ref[stem]).frames:
-            sys.exit(f"error: {stem} lengths differ")
+    shapes = {tool: {s: (sf.info(p).frames, sf.info(p).channels) for s, p in files.items()}
+              for tool, files in (("stemsplit", ours), ("reference", ref))}
+    if shapes["stemsplit"] != shapes["reference"]:
+        sys.exit(f"error: the tools wrote different stems: {shapes}")
     return {stem: sdr(ours[stem], ref[stem]) for stem in ours}
 
 
@@ -188,11 +187,10 @@ def machine() -> str:
             f"with {torch.get_num_threads()} threads, python {platform.python_version()}")
 
 
-def cell(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def table(results: dict[int, dict], stems: list[str]) -> list[str]:
+    def cell(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
     head = ["length", "stemsplit s/s", "reference s/s", "ratio", "stemsplit peak RSS MB",
             "reference peak RSS MB", "stemsplit songs/h", "reference songs/h",
             *(f"SDR {s} dB" for s in stems)]

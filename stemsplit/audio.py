@@ -81,22 +81,47 @@ def find_ffmpeg() -> tuple[str, str]:
         raise StemsplitError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
 
 
-def _run_ffmpeg(stream: ffmpeg.nodes.OutputStream, **kwargs: object) -> None:
-    stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output().run(
-        cmd=find_ffmpeg()[0], quiet=True, **kwargs)
+def _ffmpeg_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:
+    return stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output().compile(
+        cmd=find_ffmpeg()[0])
 
 
-def _ffmpeg_reason(error: ffmpeg.Error) -> str:
+def _ffmpeg_reason(stderr: bytes) -> str:
     """What went wrong, from the last line ffmpeg printed ("Error opening input files: <reason>")."""
-    lines = error.stderr.decode(errors="replace").strip().splitlines()
+    lines = stderr.decode(errors="replace").strip().splitlines()
     return lines[-1].rsplit(": ", 1)[-1] if lines else "ffmpeg failed"
 
 
-def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> tuple[np.ndarray, AudioInfo]:
-    """Decode `source` ("-" for stdin) to float32 `(channels, n)` at `sample_rate`.
+@dataclass(frozen=True)
+class Song:
+    """A decoded song at the requested rate and channel count, kept in a temporary file.
+
+    `length` is its number of frames; `mean` and `std` (unbiased) describe its mono mix.
+    """
+
+    info: AudioInfo
+    length: int
+    mean: float
+    std: float
+    channels: int
+    file: BinaryIO = field(repr=False)
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Frames `start` to `start + length` as float32 `(channels, length)`, zero where outside the song."""
+        window = np.zeros((self.channels, length), np.float32)
+        first, end = max(start, 0), min(start + length, self.length)
+        if first < end:
+            self.file.seek(first * self.channels * RAW_SAMPLE.itemsize)
+            window[:, first - start:end - start] = _read_raw(self.file, self.channels, end - first)
+        return window
+
+
+@contextmanager
+def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> Iterator[Song]:
+    """Decode `source` ("-" for stdin) to a `Song` at `sample_rate`, readable until the context exits.
 
     Mono is duplicated to stereo; more than two channels are downmixed by ffmpeg; `channels=1`
-    averages the stereo signal. The returned info describes the input at its native rate.
+    averages the stereo signal. The song's info describes the input at its native rate.
     """
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
@@ -104,23 +129,31 @@ def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) 
     with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
         work = Path(folder)
         name, path = _locate(source, work)
-        audio, native_rate, tags = _decode(path, name, work)
-        native_channels = audio.shape[0]
+        decoded, tags = _decode(path, name, work)
+        native_rate, native_channels, frames = _wav_format(decoded)
+        if frames == 0:
+            raise InputError(f"{name} contains no audio samples")
         if native_channels > 2:
-            audio = _decode(work / "decoded.wav", name, work, channels=2)[0]
+            surround, decoded = decoded, _decode(decoded, name, work, channels=2)[0]
+            surround.unlink()
             notices.append(f"{native_channels}-channel input downmixed to stereo")
-    frames = audio.shape[-1]
-    if frames == 0:
-        raise InputError(f"{name} contains no audio samples")
-    finite = np.isfinite(audio)
-    if not finite.all():
-        notices.append(f"replaced {audio.size - finite.sum()} NaN/inf samples with 0")
-        audio[~finite] = 0
-    audio = np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio
-    audio = audio.mean(axis=0, keepdims=True) if channels == 1 else audio
-    audio = resample(torch.from_numpy(audio), native_rate, sample_rate).numpy()
-    info = AudioInfo(native_rate, native_channels, frames, tags, tuple(notices))
-    return np.ascontiguousarray(audio, dtype=np.float32), info
+        with open(work / "song.f32", "w+b") as file:
+            try:
+                with sf.SoundFile(decoded) as wav:
+                    moments, replaced = _store_song(wav, file, sample_rate, channels)
+            except OSError as exc:
+                raise InputError(f"cannot decode {name}: {exc.strerror or exc}") from None
+            decoded.unlink()
+            if replaced:
+                notices.append(f"replaced {replaced} NaN/inf samples with 0")
+            info = AudioInfo(native_rate, native_channels, frames, tags, tuple(notices))
+            yield Song(info, moments.count, moments.mean, moments.std, channels, file)
+
+
+def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> tuple[np.ndarray, AudioInfo]:
+    """The whole of `open_song(source, sample_rate, channels)` as one float32 `(channels, n)` array."""
+    with open_song(source, sample_rate, channels) as song:
+        return song.read(0, song.length), song.info
 
 
 def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
@@ -138,27 +171,76 @@ def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
     return str(source), path
 
 
-def _decode(path: Path, name: str, work: Path,
-            channels: int | None = None) -> tuple[np.ndarray, int, dict[str, str]]:
-    """First audio stream of `path` as float32 `(channels, n)` at its native rate, and its tags.
+def _decode(path: Path, name: str, work: Path, channels: int | None = None) -> tuple[Path, dict[str, str]]:
+    """First audio stream of `path` as a float32 WAV file in `work` at its native rate, and its tags.
 
-    ffmpeg writes a float WAV to a file (a seekable file gets a header with the exact length)
-    and the metadata in ffmetadata form next to it. `channels` makes ffmpeg mix down to that many.
+    ffmpeg writes to a file (a seekable file gets a header with the exact length) and the
+    metadata in ffmetadata form next to it. `channels` makes ffmpeg mix down to that many.
     """
     decoded, metadata = work / f"decoded{channels or ''}.wav", work / "metadata.txt"
     audio_stream = ffmpeg.input(f"file:{path}")["a:0"]
     mixdown = {"ac": channels} if channels else {}
     wav = audio_stream.output(f"file:{decoded}", f="wav", acodec="pcm_f32le", rf64="auto", **mixdown)
     tags = audio_stream.output(f"file:{metadata}", f="ffmetadata", c="copy")
-    try:
-        _run_ffmpeg(ffmpeg.merge_outputs(wav, tags))
-    except ffmpeg.Error as exc:
-        if b"matches no streams" in exc.stderr:
-            raise InputError(f"{name} has no audio stream") from None
-        raise InputError(f"cannot decode {name}: {_ffmpeg_reason(exc)}") from None
-    samples, rate = sf.read(decoded, dtype="float32", always_2d=True)
-    found_tags = _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
-    return np.ascontiguousarray(samples.T), rate, found_tags
+    result = subprocess.run(_ffmpeg_command(ffmpeg.merge_outputs(wav, tags)), capture_output=True)
+    if result.returncode:
+        if b"matches no streams" in result.stderr:
+            raise InputError(f"{name} has no audio stream")
+        raise InputError(f"cannot decode {name}: {_ffmpeg_reason(result.stderr)}")
+    return decoded, _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
+
+
+def _wav_format(path: Path) -> tuple[int, int, int]:
+    """Sample rate, channels and frames of a WAV file."""
+    with sf.SoundFile(path) as wav:
+        return wav.samplerate, wav.channels, wav.frames
+
+
+def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: int) -> tuple[_Moments, int]:
+    """Append `wav` to `file` with NaN/inf zeroed, `channels` channels and `sample_rate`.
+
+    Returns the moments of the stored signal's mono mix and the number of samples zeroed.
+    """
+    replaced = 0
+
+    def conformed() -> Iterator[np.ndarray]:
+        nonlocal replaced
+        for block in wav.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+            finite = np.isfinite(block)
+            replaced += block.size - np.count_nonzero(finite)
+            block[~finite] = 0
+            block = np.repeat(block.T, 2, axis=0) if block.shape[1] == 1 else block.T
+            yield block.mean(axis=0, keepdims=True) if channels == 1 else block
+
+    moments = _Moments()
+    for block in resample_blocks(conformed(), wav.samplerate, sample_rate):
+        _append_raw(file, block)
+        moments.add(block.mean(axis=0, dtype=np.float64))
+    return moments, replaced
+
+
+@dataclass
+class _Moments:
+    """Count, mean and unbiased standard deviation of values given in batches (Chan et al.'s update)."""
+
+    count: int = 0
+    mean: float = 0.0
+    squares: float = 0.0  # sum of squared deviations from the mean
+
+    def add(self, values: np.ndarray) -> None:
+        if not values.size:
+            return
+        mean = float(values.mean())
+        total = self.count + values.size
+        delta = mean - self.mean
+        self.squares += float(np.square(values - mean).sum()) + delta**2 * self.count * values.size / total
+        self.mean += delta * values.size / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Like torch.std (divides by count - 1), but 0 for a single value."""
+        return math.sqrt(self.squares / max(self.count - 1, 1))
 
 
 def _parse_ffmetadata(text: str) -> dict[str, str]:
@@ -187,12 +269,9 @@ def resample(x: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
     """
     if old_rate == new_rate:
         return x
-    gcd = math.gcd(old_rate, new_rate)
-    up, down = new_rate // gcd, old_rate // gcd
+    up, down, cutoff, half_width = _filter(old_rate, new_rate)
     length = x.shape[-1]
     out_length = -(-length * up // down)
-    cutoff = min(1.0, up / down) * ROLLOFF  # fraction of the input's Nyquist frequency
-    half_width = math.ceil(SINC_ZEROS / cutoff)  # in input samples
     # Small ratios (2:1, 1:2...) are handled as several periods at once (e.g. 100:50), so each
     # gathered input frame serves many output samples.
     periods = -(-half_width // down)
@@ -215,6 +294,39 @@ def resample(x: torch.Tensor, old_rate: int, new_rate: int) -> torch.Tensor:
     return out.reshape(flat.shape[0], blocks * up)[:, :out_length].reshape(*x.shape[:-1], out_length)
 
 
+def resample_blocks(blocks: Iterable[np.ndarray], old_rate: int, new_rate: int) -> Iterator[np.ndarray]:
+    """`resample` of the concatenation of float32 `(channels, n)` `blocks`, in pieces that concatenate to it.
+
+    Each piece is resampled from input starting at a multiple of old_rate/gcd, so that its output
+    samples fall where the whole signal's do, with at least the filter's half width of real
+    input (or the zeros `resample` pads with) on either side. Memory is bounded by the block size.
+    """
+    if old_rate == new_rate:
+        yield from blocks
+        return
+    up, down, _, half_width = _filter(old_rate, new_rate)
+    margin = -(-half_width // down) * down
+    held, start = None, -margin  # input kept for the next piece, and the position of its first sample
+    for block in blocks:
+        held = np.concatenate([np.zeros((block.shape[0], margin), np.float32) if held is None else held, block], 1)
+        ready = (start + held.shape[1] - margin) // down * down  # input before this has all the context it needs
+        if ready > start + margin:
+            piece = resample(torch.from_numpy(held[:, :ready + margin - start]), old_rate, new_rate).numpy()
+            yield piece[:, margin * up // down:(ready - start) * up // down]
+            held, start = held[:, ready - margin - start:], ready - margin
+    if held is not None:
+        yield resample(torch.from_numpy(held), old_rate, new_rate).numpy()[:, margin * up // down:]
+
+
+def _filter(old_rate: int, new_rate: int) -> tuple[int, int, float, int]:
+    """The resampling pattern (`up` output samples for every `down` input samples), the cutoff as a
+    fraction of the input's Nyquist frequency, and the filter's half width in input samples."""
+    gcd = math.gcd(old_rate, new_rate)
+    up, down = new_rate // gcd, old_rate // gcd
+    cutoff = min(1.0, up / down) * ROLLOFF
+    return up, down, cutoff, math.ceil(SINC_ZEROS / cutoff)
+
+
 def _sinc_kernels(delays: np.ndarray, half_width: int, spread: int, cutoff: float) -> torch.Tensor:
     """Low-pass kernels over taps -half_width..half_width + spread, one per output phase,
     each centred `delay` samples after tap 0."""
@@ -224,20 +336,15 @@ def _sinc_kernels(delays: np.ndarray, half_width: int, spread: int, cutoff: floa
     return torch.from_numpy(kernels / kernels.sum(axis=1, keepdims=True))  # unit gain at DC for every phase
 
 
-def prevent_clipping(audio: np.ndarray, mode: str) -> np.ndarray:
-    """The reference's strategies: "rescale" divides by max(1.01 * peak, 1), "clamp" clips to
-    +-0.99, "none" leaves the signal alone."""
+def prevent_clipping(audio: np.ndarray, mode: str, peak: float) -> np.ndarray:
+    """The reference's strategies: "rescale" divides by max(1.01 * peak, 1), where `peak` is the
+    largest magnitude of the whole signal `audio` is part of, "clamp" clips to +-0.99, "none"
+    leaves the signal alone."""
     if mode == "rescale":
-        return audio / max(1.01 * float(np.abs(audio).max(initial=0.0)), 1.0)
+        return audio / max(1.01 * peak, 1.0)
     if mode == "clamp":
         return np.clip(audio, -0.99, 0.99)
     return audio
-
-
-def fit_length(audio: np.ndarray, frames: int) -> np.ndarray:
-    """Trim or zero-pad the last axis to exactly `frames`."""
-    missing = frames - audio.shape[-1]
-    return np.pad(audio[..., :frames], [(0, 0)] * (audio.ndim - 1) + [(0, max(missing, 0))])
 
 
 def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
@@ -250,80 +357,192 @@ def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
         raise OutputError(f"mp3 cannot store {sample_rate} Hz audio; use wav or flac")
 
 
-def write_stems(outputs: Mapping[Path, np.ndarray], sample_rate: int, *, frames: int, source_rate: int = 44100,
-                format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320) -> None:
-    """Write each `(channels, n)` array, given at `source_rate`, at `sample_rate` with exactly `frames`.
+class StemWriters:
+    """Collects each stem, block by block, in a raw temporary file next to its destination."""
 
-    All files go to temporary names first and are renamed into place only once all are written;
-    on any failure (or Ctrl-C) the temporaries are removed. `bitrate` (kbit/s) is for lossy formats.
+    def __init__(self, paths: Sequence[Path], files: Sequence[BinaryIO]):
+        self.paths = paths
+        self.files = files
+        self.channels: list[int | None] = [None] * len(paths)
+        self.peaks = [0.0] * len(paths)
+
+    def write(self, blocks: Sequence[np.ndarray]) -> None:
+        """Append one float32 `(channels, n)` block to each stem, in the order of the paths."""
+        if len(blocks) != len(self.paths):
+            raise ValueError(f"expected one block for each of the {len(self.paths)} stems, got {len(blocks)}")
+        for index, block in enumerate(blocks):
+            if block.ndim != 2 or self.channels[index] not in (None, block.shape[0]):
+                raise ValueError(f"stem audio must be (channels, samples) with the same channels throughout, "
+                                 f"got shape {block.shape}")
+        for index, (path, file, block) in enumerate(zip(self.paths, self.files, blocks)):
+            self.channels[index] = block.shape[0]
+            self.peaks[index] = max(self.peaks[index], float(np.abs(block).max(initial=0.0)))
+            try:
+                _append_raw(file, block)
+            except OSError as exc:
+                raise _output_error(path, exc) from None
+
+
+@contextmanager
+def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
+                      format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
+                      tags: Mapping[str, str] | None = None) -> Iterator[StemWriters]:
+    """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
+
+    When the context exits normally each stem is resampled, clipped (its peak over the whole
+    song sets the "rescale" factor) and encoded to a temporary name; all are renamed into place
+    only once all are written. On any failure, or an exception in the context's body (Ctrl-C
+    included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
+    lossy formats; `tags` (see TAG_KEYS) are written where the format can store them.
     """
     if clip_mode not in CLIP_MODES:
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
     check_output(format, sample_rate, bit_depth)
-    pending: dict[Path, Path] = {}
+    paths = [Path(path) for path in paths]
+    temporaries = {path: path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}" for path in paths}
+    leftovers: list[Path] = []  # temporaries to remove unless they end up in place
     try:
-        for path, audio in outputs.items():
-            path = Path(path)
-            temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
-            _reserve(temporary)
-            pending[path] = temporary
-            samples = _prepare(audio, source_rate, sample_rate, frames, clip_mode)
-            _encode(samples, temporary, path, sample_rate, format, bit_depth, bitrate)
-        for path, temporary in list(pending.items()):
+        with ExitStack() as files:
+            raws = []
+            for temporary in temporaries.values():
+                raw = temporary.with_name(f"{temporary.name}.f32")
+                raws.append(files.enter_context(_create(raw)))
+                leftovers.append(raw)
+            writers = StemWriters(paths, raws)
+            yield writers
+            for path, raw, channels, peak in zip(paths, raws, writers.channels, writers.peaks):
+                if channels is None:
+                    raise ValueError(f"no audio was written for {path}")
+                leftovers.append(temporaries[path])
+                blocks = resample_blocks(_raw_blocks(raw, channels, path), source_rate, sample_rate)
+                blocks = (prevent_clipping(block, clip_mode, peak) for block in _fit_blocks(blocks, channels, frames))
+                _encode(blocks, temporaries[path], path, sample_rate, channels, format, bit_depth, bitrate,
+                        dict(tags or {}))
+        for path, temporary in temporaries.items():
             try:
                 os.replace(temporary, path)
             except OSError as exc:
-                raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-            del pending[path]
+                raise _output_error(path, exc) from None
     finally:
-        for temporary in pending.values():
+        for temporary in leftovers:
             temporary.unlink(missing_ok=True)
 
 
-def _reserve(temporary: Path) -> None:
-    """Create the folder and an empty temporary file, so an unwritable place fails early and clearly."""
-    folder = temporary.parent
+def write_stems(outputs: Mapping[Path, np.ndarray], sample_rate: int, *, frames: int, source_rate: int = 44100,
+                format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
+                tags: Mapping[str, str] | None = None) -> None:
+    """Write each whole `(channels, n)` array like `open_stem_writers` writes blocks."""
+    with open_stem_writers(list(outputs), sample_rate, frames=frames, source_rate=source_rate, format=format,
+                           bit_depth=bit_depth, clip_mode=clip_mode, bitrate=bitrate, tags=tags) as writers:
+        writers.write([np.asarray(audio, np.float32) for audio in outputs.values()])
+
+
+@contextmanager
+def _create(path: Path) -> Iterator[BinaryIO]:
+    """A new file at `path` open for writing and reading back, its folder made if needed; failing
+    early and clearly where the place is unwritable."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary.open("xb").close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = path.open("x+b")
     except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    with file:
+        yield file
 
 
-def _prepare(audio: np.ndarray, source_rate: int, sample_rate: int, frames: int, clip_mode: str) -> np.ndarray:
-    if audio.ndim != 2:
-        raise ValueError(f"stem audio must be (channels, samples), got shape {audio.shape}")
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
-    resampled = resample(torch.from_numpy(audio), source_rate, sample_rate).numpy()
-    return prevent_clipping(fit_length(resampled, frames), clip_mode).astype(np.float32, copy=False)
+def _output_error(path: Path, exc: Exception) -> OutputError:
+    """"cannot write PATH: REASON", with the bare reason of an OSError ("No space left on device")."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return OutputError(f"cannot write {path}: {reason}")
 
 
-def _encode(samples: np.ndarray, temporary: Path, path: Path, sample_rate: int, format: str, bit_depth: int,
-            bitrate: int) -> None:
-    """Write `(channels, n)` float samples to `temporary` as `format`; errors name the final `path`."""
-    if format == "wav" and bit_depth == 32:
-        _write_soundfile(samples.T, temporary, path, sample_rate, "WAV", "FLOAT")
-    elif format in ("wav", "flac"):
-        # Integer PCM uses the same scale ffmpeg decodes with (x * 2^(bits-1)), so 16/24-bit
-        # inputs written back at their own depth come out bit-identical. float32 holds these exactly.
-        scale = 2 ** (bit_depth - 1)
-        ints = np.clip(np.rint(samples * scale), -scale, scale - 1)
-        pcm = ints.astype(np.int16) if bit_depth == 16 else ints.astype(np.int32) << 8  # soundfile: top 24 bits
-        _write_soundfile(pcm.T, temporary, path, sample_rate, format.upper(), f"PCM_{bit_depth}")
+def _fit_blocks(blocks: Iterable[np.ndarray], channels: int, frames: int) -> Iterator[np.ndarray]:
+    """A signal given in blocks, trimmed or zero-padded at the end to exactly `frames`."""
+    done = 0
+    for block in blocks:
+        block = block[:, :frames - done]
+        done += block.shape[1]
+        yield block
+    for start in range(done, frames, BLOCK_FRAMES):
+        yield np.zeros((channels, min(BLOCK_FRAMES, frames - start)), np.float32)
+
+
+def _encode(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int, format: str,
+            bit_depth: int, bitrate: int, tags: dict[str, str]) -> None:
+    """Write float `(channels, n)` blocks to `temporary` as `format`; errors name the final `path`."""
+    if format in ("wav", "flac"):
+        _encode_soundfile(blocks, temporary, path, sample_rate, channels, format, bit_depth, tags)
     else:
-        muxer, codec = LOSSY_CODECS[format]
-        interleaved = np.ascontiguousarray(np.clip(samples.T, -1, 1), dtype="<f4")
-        stream = ffmpeg.input("pipe:", f="f32le", ar=sample_rate, ac=samples.shape[0]).output(
-            f"file:{temporary}", f=muxer, acodec=codec, audio_bitrate=f"{bitrate}k")
-        try:
-            _run_ffmpeg(stream, input=interleaved.tobytes())
-        except ffmpeg.Error as exc:
-            raise OutputError(f"cannot write {path}: {_ffmpeg_reason(exc)}") from None
+        _encode_ffmpeg(blocks, temporary, path, sample_rate, channels, format, bitrate, tags)
 
 
-def _write_soundfile(frames: np.ndarray, temporary: Path, path: Path, sample_rate: int, format: str,
-                     subtype: str) -> None:
+def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
+                      format: str, bit_depth: int, tags: dict[str, str]) -> None:
+    subtype = "FLOAT" if bit_depth == 32 else f"PCM_{bit_depth}"
     try:
-        sf.write(temporary, frames, sample_rate, format=format, subtype=subtype)
+        with sf.SoundFile(temporary, "w", sample_rate, channels, subtype, format=format.upper()) as file:
+            for key, value in tags.items():
+                if key in SOUNDFILE_TAGS:
+                    setattr(file, SOUNDFILE_TAGS[key], value)
+            for block in blocks:
+                file.write(_pcm(block, bit_depth).T)
     except (OSError, sf.SoundFileRuntimeError) as exc:
-        raise OutputError(f"cannot write {path}: {exc}") from None
+        raise _output_error(path, exc) from None
+
+
+def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:
+    """Float samples as soundfile writes them at `bit_depth`: float32 for 32 bits, else integers.
+
+    Integer PCM uses the same scale ffmpeg decodes with (x * 2^(bits-1)), so 16/24-bit inputs
+    written back at their own depth come out bit-identical. float32 holds these exactly.
+    """
+    if bit_depth == 32:
+        return samples
+    scale = 2 ** (bit_depth - 1)
+    ints = np.clip(np.rint(samples * scale), -scale, scale - 1)
+    return ints.astype(np.int16) if bit_depth == 16 else ints.astype(np.int32) << 8  # soundfile: top 24 bits
+
+
+def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
+                   format: str, bitrate: int, tags: dict[str, str]) -> None:
+    muxer, codec = LOSSY_CODECS[format]
+    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(tags.items())}
+    stream = ffmpeg.input("pipe:", f="f32le", ar=sample_rate, ac=channels).output(
+        f"file:{temporary}", f=muxer, acodec=codec, audio_bitrate=f"{bitrate}k", **metadata)
+    # ffmpeg's messages go to a file: a pipe read only at the end could fill up and stall it.
+    with tempfile.TemporaryFile() as log:
+        with subprocess.Popen(_ffmpeg_command(stream), stdin=subprocess.PIPE, stderr=log) as process:
+            try:
+                for block in blocks:
+                    process.stdin.write(np.ascontiguousarray(np.clip(block.T, -1, 1), dtype="<f4"))
+                process.stdin.close()
+            except BrokenPipeError:
+                pass  # ffmpeg stopped early: its exit status and messages say why
+            except BaseException:
+                process.kill()
+                raise
+        if process.returncode:
+            log.seek(0)
+            raise OutputError(f"cannot write {path}: {_ffmpeg_reason(log.read())}")
+
+
+def _append_raw(file: BinaryIO, block: np.ndarray) -> None:
+    file.write(np.ascontiguousarray(block.T, dtype=RAW_SAMPLE))
+
+
+def _read_raw(file: BinaryIO, channels: int, frames: int) -> np.ndarray:
+    """Up to `frames` frames from the current position of a raw file, as `(channels, n)`."""
+    return np.frombuffer(file.read(frames * channels * RAW_SAMPLE.itemsize), RAW_SAMPLE).reshape(-1, channels).T
+
+
+def _raw_blocks(file: BinaryIO, channels: int, path: Path) -> Iterator[np.ndarray]:
+    """The whole of a raw file, in `(channels, n)` blocks; errors name the stem's `path`."""
+    file.seek(0)
+    while True:
+        try:
+            block = _read_raw(file, channels, BLOCK_FRAMES)
+        except OSError as exc:
+            raise _output_error(path, exc) from None
+        if not block.shape[1]:
+            return
+        yield block

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import glob
+import json
+import shutil
+import signal
 import sys
+import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,8 +17,13 @@ import click
 
 from .errors import StemsplitError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
+OUTPUT_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the same clean-up runs."""
 
 
 class DefaultCommandGroup(click.Group):
@@ -30,20 +41,19 @@ def main() -> None:
     """Split songs into stems (vocals, drums, bass, other) with HT Demucs."""
 
 
-@dataclass
-class Report:
-    done: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-
+# Inputs and outputs
 
 def audio_inputs(inputs: tuple[str, ...]) -> list[str]:
-    """Files as given; folders replaced by the audio files inside them, sorted."""
+    """Files as given, glob patterns expanded, folders replaced by the audio files inside them
+    (recursively, sorted, hidden ones skipped)."""
     from .audio import AUDIO_EXTENSIONS
 
     found: list[str] = []
     for item in inputs:
         path = Path(item)
-        if item != "-" and path.is_dir():
+        if item != "-" and not path.exists() and glob.has_magic(item):
+            found += audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+        elif item != "-" and path.is_dir():
             found += sorted(
                 str(p) for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
@@ -52,6 +62,18 @@ def audio_inputs(inputs: tuple[str, ...]) -> list[str]:
         else:
             found.append(item)
     return found
+
+
+def parse_shard(value: str | None) -> tuple[int, int]:
+    if value is None:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in value.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise click.BadParameter(f"{value!r} is not I/N with 0 <= I < N", param_hint="--shard")
+    return index, count
 
 
 def safe_name(name: str) -> str:
@@ -73,12 +95,15 @@ def stem_paths(out: Path, template: str, input_name: str, model: str, stems: lis
         try:
             relative = template.format(stem=stem, **fields)
         except (KeyError, IndexError, ValueError) as exc:
-            raise click.BadParameter(f"bad template {template!r}: {exc}", param_hint="--filename")
+            raise click.BadParameter(f"bad template {template!r}: {exc}", param_hint="--filename") from None
         path = (root / relative).resolve()
         if root not in path.parents:
             raise click.BadParameter(f"template {template!r} writes outside the output folder",
                                      param_hint="--filename")
         paths[stem] = path
+    if len(set(paths.values())) < len(paths):
+        raise click.BadParameter(f"template {template!r} gives every stem the same file; use {{stem}}",
+                                 param_hint="--filename")
     return paths
 
 
@@ -94,18 +119,26 @@ def pick_stems(sources: list[str], stems: tuple[str, ...], two_stems: str | None
     return wanted or list(sources)
 
 
-def mix_stems(separated, sources: list[str], names: list[str]) -> dict[str, "object"]:
-    """Stem arrays by name; `no_X` is the sum of every source but X."""
-    import torch
-
-    stems = {}
+def mix_stems(separated, sources: list[str], names: list[str]) -> list:
+    """One array per name; `no_X` is the sum of every source but X."""
+    stems = []
     for name in names:
         if name.startswith("no_") and name not in sources:
             kept = [i for i, s in enumerate(sources) if s != name[3:]]
-            stems[name] = separated[kept].sum(0)
+            stems.append(separated[kept].sum(0).numpy())
         else:
-            stems[name] = separated[sources.index(name)]
-    return {name: torch.as_tensor(x).numpy() for name, x in stems.items()}
+            stems.append(separated[sources.index(name)].numpy())
+    return stems
+
+
+def stems_present(paths: dict[str, Path]) -> bool:
+    """Whether every stem is already written (stems appear only once complete, by renaming)."""
+    return all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
+
+
+def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
+    title = tags.get("title")
+    return {**tags, "title": f"{title} ({stem})" if title else stem}
 
 
 def pick_device(name: str) -> str:
@@ -123,6 +156,8 @@ def pick_device(name: str) -> str:
         return "mps"
     return "cpu"
 
+
+# Human output (stderr) and machine output (stdout)
 
 class Console:
     """Human output on stderr: a progress bar on a terminal, plain lines otherwise."""
@@ -147,31 +182,179 @@ class Console:
                         style="red" if self.interactive else None)
 
     def progress(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=self.rich, disable=not self.interactive, transient=True)
 
+    def summary(self, results: list[Result]) -> None:
+        from rich.table import Table
 
-def separate_one(input_name: str, bag, paths: dict[str, Path], options: dict, console: Console,
-                 progress) -> None:
-    import torch
+        table = Table("input", "status", "audio", "time", "note", title="stemsplit summary")
+        for r in results:
+            table.add_row(r.input, r.status, f"{r.duration:.1f} s" if r.duration else "",
+                          f"{r.seconds:.1f} s", r.error or "")
+        counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
+        if not self.quiet:
+            self.rich.print(table)
+            self.info(", ".join(f"{count} {status}" for status, count in counts.items()))
 
-    from .audio import load_audio, write_stems
-    from .separation import chunk_count, separate_tensor
 
-    mix, info = load_audio(input_name, sample_rate=bag.samplerate, channels=bag.audio_channels)
-    for notice in info.notices:
-        console.info(f"{input_name}: {notice}")
-    mix = torch.from_numpy(mix)
-    task = progress.add_task(Path(input_name).name, total=chunk_count(bag, mix.shape[-1], options["settings"]))
-    separated = separate_tensor(bag, mix, options["settings"], options["device"],
-                                progress=lambda: progress.advance(task))
+@dataclass
+class Result:
+    input: str
+    status: str  # done, skipped or failed
+    outputs: dict[str, str] = field(default_factory=dict)
+    duration: float = 0.0  # seconds of audio
+    seconds: float = 0.0  # time taken
+    error: str | None = None
+
+    def json(self) -> str:
+        return json.dumps(self.__dict__, ensure_ascii=False)
+
+
+# Separation
+
+@dataclass(frozen=True)
+class Options:
+    settings: object
+    device: str
+    format: str
+    bit_depth: int
+    clip_mode: str
+
+
+def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
+    """Run the separation of an opened song and write its stems, all or nothing."""
+    from .audio import open_stem_writers
+    from .separation import chunk_count, separate_stream
+
+    names = list(paths)
+    task = progress.add_task(title, total=chunk_count(bag, song.length, options.settings))
+    with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
+                           source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
+                           clip_mode=options.clip_mode, tags=song.info.tags) as writers:
+        for block in separate_stream(bag, song, options.settings, options.device,
+                                     progress=lambda: progress.advance(task)):
+            writers.write(mix_stems(block, bag.sources, names))
     progress.remove_task(task)
-    stems = mix_stems(separated, bag.sources, list(paths))
-    write_stems({paths[name]: audio for name, audio in stems.items()}, info.sample_rate,
-                format=options["format"], bit_depth=options["bit_depth"], clip_mode=options["clip_mode"],
-                source_rate=bag.samplerate, frames=info.frames)
+
+
+class Prefetcher:
+    """Decodes upcoming inputs in background threads while the current one is separated."""
+
+    def __init__(self, inputs: list[str], bag, jobs: int):
+        from .audio import open_song
+
+        self.pool = ThreadPoolExecutor(max(jobs, 1))
+        self.pending: dict[int, Future] = {}
+        self.inputs, self.jobs = inputs, jobs
+        self.opener = lambda name: open_song(name, bag.samplerate, bag.audio_channels)
+
+    def _start(self, index: int) -> None:
+        if index < len(self.inputs) and index not in self.pending and self.inputs[index] != "-":
+            def enter():
+                context = self.opener(self.inputs[index])
+                return context, context.__enter__()
+            self.pending[index] = self.pool.submit(enter)
+
+    def open(self, index: int):
+        """The context manager of input `index`, already entered; queue the next ones."""
+        for ahead in range(index + 1, index + 1 + self.jobs):
+            self._start(ahead)
+        future = self.pending.pop(index, None)
+        if future is None:
+            context = self.opener(self.inputs[index])
+            return context, context.__enter__()
+        return future.result()
+
+    def close(self) -> None:
+        for future in self.pending.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        for future in self.pending.values():
+            if not future.cancelled() and future.exception() is None:
+                context, _ = future.result()
+                context.__exit__(None, None, None)
+
+
+def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
+            progress) -> Result:
+    started = time.perf_counter()
+    context, song = prefetch.open(index)
+    try:
+        separate_song(Path(input_name).name, song, bag, paths, options, progress)
+    except BaseException as exc:
+        if not context.__exit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        context.__exit__(None, None, None)
+    return Result(input_name, "done", {stem: str(p) for stem, p in paths.items()},
+                  song.info.frames / song.info.sample_rate, time.perf_counter() - started)
+
+
+def run(console: Console, inputs: tuple[str, ...], options: Options, model_name: str | None, repo: Path | None,
+        out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
+        skip_existing: bool, as_json: bool, to_stdout: str | None, jobs: int) -> int:
+    from .audio import find_ffmpeg
+    from .registry import default_model, load_bag
+    from .separation import check_settings
+
+    files = audio_inputs(inputs)[shard[0]::shard[1]]
+    if not files:
+        raise click.UsageError("no audio files to separate (check the inputs and --shard)")
+    if to_stdout and len(files) != 1:
+        raise click.UsageError("--stdout takes exactly one input")
+    model_name = model_name or default_model()
+    ffmpeg_path, ffmpeg_origin = find_ffmpeg()
+    console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
+    console.detail(f"device: {options.device}")
+    bag = load_bag(model_name, repo)
+    names = pick_stems(list(bag.sources), *names_wanted)
+    try:
+        check_settings(bag, options.settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
+    model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(model_name)
+    results: list[Result] = []
+    prefetch = Prefetcher(files, bag, jobs)
+    try:
+        with console.progress() as progress:
+            for index, input_name in enumerate(files):
+                if len(files) > 1:
+                    console.info(f"[{index + 1}/{len(files)}] {input_name}")
+                paths = stem_paths(model_out, template, input_name, safe_name(model_name), names,
+                                   options.format)
+                if skip_existing and stems_present(paths):
+                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
+                else:
+                    try:
+                        result = process(index, input_name, prefetch, bag, paths, options, progress)
+                    except StemsplitError as exc:
+                        if exc.exit_code != EXIT_FAILED:
+                            raise
+                        console.error(str(exc))
+                        result = Result(input_name, "failed", error=str(exc))
+                results.append(result)
+                if as_json:
+                    click.echo(result.json())
+                if result.status == "done":
+                    console.info(f"  {len(paths)} stems in {paths[names[0]].parent} ({result.seconds:.1f} s)")
+        if to_stdout and results[0].status == "done":
+            with open(results[0].outputs[to_stdout], "rb") as stem:
+                shutil.copyfileobj(stem, sys.stdout.buffer)
+    finally:
+        prefetch.close()
+        if stdout_folder:
+            stdout_folder.cleanup()
+    if len(files) > 1:
+        console.summary(results)
+    return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 @main.command()
@@ -193,83 +376,57 @@ def separate_one(input_name: str, bag, paths: dict[str, Path], options: dict, co
 @click.option("--two-stems", metavar="STEM", help="Write only STEM and no_STEM (the rest mixed).")
 @click.option("--stems", "stems", metavar="STEM[,STEM...]", default="",
               help="Write only these stems (comma-separated).")
-@click.option("--format", "audio_format", type=click.Choice(["wav", "flac", "mp3"]), default="wav",
-              show_default=True)
+@click.option("--format", "audio_format", type=click.Choice(OUTPUT_FORMATS), default="wav", show_default=True)
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="24", show_default=True,
               help="wav: 16/24-bit integer or 32-bit float; flac: 16/24.")
 @click.option("--clip-mode", type=click.Choice(["rescale", "clamp", "none"]), default="rescale",
               show_default=True, help="How to avoid clipping in the written stems.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Segments run through the network at once.")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="Network arithmetic: float32 matches the reference; half precisions are "
+              "faster where the hardware supports them.")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose stems are all written already.")
+@click.option("--shard", metavar="I/N", help="Only every N-th input, starting at the I-th (0-based).")
+@click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Inputs decoded ahead in parallel with the separation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input on stdout.")
+@click.option("--stdout", "to_stdout", metavar="STEM", help="Write STEM (or no_STEM) as WAV to stdout only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say more (ffmpeg used, device, model files).")
 def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, segment, two_stems, stems,
-             audio_format, bit_depth, clip_mode, batch_size, quiet, verbose) -> None:
-    """Separate INPUTS (audio or video files, folders of them, or - for stdin) into stems."""
+             audio_format, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout,
+             quiet, verbose) -> None:
+    """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
+    from .separation import Settings
+
     console = Console(quiet, verbose)
-    if two_stems and stems:
-        raise click.UsageError("--two-stems and --stems cannot be used together")
+    stems = tuple(s.strip() for s in stems.split(",") if s.strip())
+    if sum(map(bool, (two_stems, stems, to_stdout))) > 1:
+        raise click.UsageError("use only one of --two-stems, --stems and --stdout")
+    if to_stdout and as_json:
+        raise click.UsageError("--stdout and --json both write to stdout; use one")
     if audio_format == "flac" and bit_depth == "32":
         raise click.BadParameter("flac supports 16 or 24 bits", param_hint="--bit-depth")
+    if to_stdout:
+        audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
+        stems = () if two_stems else (to_stdout,)
+    settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        sys.exit(run(console, inputs, model_name, repo, out, filename, device, shifts, overlap, segment,
-                     two_stems, tuple(s.strip() for s in stems.split(",") if s.strip()), audio_format,
-                     int(bit_depth), clip_mode, batch_size))
+        options = Options(settings, pick_device(device), audio_format, int(bit_depth), clip_mode)
+        code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
+                   parse_shard(shard), skip_existing, as_json, to_stdout, jobs)
     except StemsplitError as exc:
         console.error(str(exc))
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except KeyboardInterrupt:
-        console.error("interrupted")
-        sys.exit(EXIT_INTERRUPTED)
-
-
-def run(console: Console, inputs, model_name, repo, out, template, device, shifts, overlap, segment,
-        two_stems, stems, audio_format, bit_depth, clip_mode, batch_size) -> int:
-    from .audio import find_ffmpeg
-    from .registry import default_model, load_bag
-    from .separation import Settings, check_settings
-
-    files = audio_inputs(inputs)
-    if not files:
-        raise click.UsageError("no audio files found in the given folders")
-    model_name = model_name or default_model()
-    device = pick_device(device)
-    ffmpeg_path, ffmpeg_origin = find_ffmpeg()
-    console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
-    console.detail(f"device: {device}")
-    bag = load_bag(model_name, repo)
-    names = pick_stems(list(bag.sources), stems, two_stems)
-    settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size)
-    try:
-        check_settings(bag, settings)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--segment")
-    options = {"settings": settings, "device": device, "format": audio_format, "bit_depth": bit_depth,
-               "clip_mode": clip_mode}
-    model_out = out / safe_name(model_name)
-    report = Report()
-    with console.progress() as progress:
-        for index, input_name in enumerate(files, 1):
-            started = time.perf_counter()
-            if len(files) > 1:
-                console.info(f"[{index}/{len(files)}] {input_name}")
-            paths = stem_paths(model_out, template, input_name, safe_name(model_name), names, audio_format)
-            try:
-                separate_one(input_name, bag, paths, options, console, progress)
-            except StemsplitError as exc:
-                if exc.exit_code != 1 or len(files) == 1:
-                    raise
-                console.error(str(exc))
-                report.failed.append((input_name, str(exc)))
-                continue
-            report.done.append(input_name)
-            console.info(f"  {len(paths)} stems in {paths[names[0]].parent} "
-                         f"({time.perf_counter() - started:.1f} s)")
-    if len(files) > 1:
-        console.info(f"{len(report.done)} done, {len(report.failed)} failed")
-        for name, message in report.failed:
-            console.info(f"  failed: {message}")
-    return EXIT_FAILED if report.failed else EXIT_OK
+        console.error("interrupted; no partial stems were left")
+        code = EXIT_INTERRUPTED
+    except Terminated:
+        console.error("terminated; no partial stems were left")
+        code = EXIT_TERMINATED
+    sys.exit(code)
 
 
 @main.command()
@@ -286,3 +443,4 @@ def models() -> None:
         label = f"{name} (default)" if name == default else name
         table.add_row(label, ", ".join(info.stems), "yes" if is_cached(info) else "no", info.description)
     RichConsole().print(table)
+

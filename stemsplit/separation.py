@@ -29,6 +29,10 @@ class Settings:
     overlap: float = 0.25
     segment: float | None = None
     batch_size: int = 1
+    precision: str = "float32"  # or "bfloat16" / "float16": faster, very slightly different
+
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Mix(Protocol):
@@ -185,7 +189,7 @@ def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str 
         for model in bag.models:
             model.to(device)
         while emitted < mix.length:
-            run_next_batch(passes, mix, std, device, settings.batch_size, progress)
+            run_next_batch(passes, mix, std, device, settings, progress)
             ready = min(min(p.position() for p in model_passes) for model_passes in passes)
             ready = min(ready, mix.length)
             if ready <= emitted:
@@ -196,7 +200,7 @@ def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str 
             emitted = ready
 
 
-def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device, batch_size: int,
+def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device, settings: Settings,
                    progress: Callable[[], None]) -> None:
     """Run the segments furthest behind in the song: up to `batch_size` of one model at once."""
     pending = [p for model_passes in passes for p in model_passes if p.next < len(p.offsets)]
@@ -205,11 +209,13 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch
     model = min(pending, key=Pass.position).model
     jobs = []
     for p in sorted((p for p in pending if p.model is model), key=Pass.position):
-        while p.next < len(p.offsets) and len(jobs) < batch_size:
+        while p.next < len(p.offsets) and len(jobs) < settings.batch_size:
             jobs.append((p, p.offsets[p.next]))
             p.next += 1
     inputs = torch.stack([read_normalised(mix, *p.input_window(offset), std) for p, offset in jobs])
-    outputs = model(inputs.to(device)).float().cpu()
+    dtype = PRECISIONS[settings.precision]
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        outputs = model(inputs.to(device)).float().cpu()
     for (p, offset), output in zip(jobs, outputs):
         p.add(offset, output)
         progress()
@@ -236,6 +242,8 @@ def check_settings(bag, settings: Settings) -> None:
         raise ValueError("overlap must be in [0, 1)")
     if settings.batch_size < 1:
         raise ValueError("batch size must be >= 1")
+    if settings.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
     if settings.segment is not None:
         longest = min(float(model.segment) for model in bag.models)
         if not 0 < settings.segment <= longest:

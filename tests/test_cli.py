@@ -93,7 +93,7 @@ def test_a_batch_goes_on_past_bad_files_and_fails_at_the_end(tmp_path, song, tin
     assert result.returncode == 1
     assert (tmp_path / "out" / "tiny" / "my song" / "bass.wav").is_file()
     assert not (tmp_path / "out" / "tiny" / "missing").exists()
-    assert "1 done, 2 failed" in result.stderr
+    assert "1 done, 0 skipped, 2 failed" in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2 and "missing.mp3" in errors[0] and "notes.txt" in errors[1]
 
