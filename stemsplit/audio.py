@@ -5,6 +5,7 @@ Songs and stems stream through temporary files block by block, so memory does no
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import re
@@ -487,6 +488,9 @@ def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path,
             for block in blocks:
                 file.write(_pcm(block, bit_depth).T)
     except (OSError, sf.SoundFileRuntimeError) as exc:
+        # libsndfile reports a full disk as a bare "System error.".
+        if shutil.disk_usage(temporary.parent).free < BLOCK_FRAMES * RAW_SAMPLE.itemsize:
+            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         raise _output_error(path, exc) from None
 
 

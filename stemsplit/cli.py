@@ -141,22 +141,6 @@ def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
     return {**tags, "title": f"{title} ({stem})" if title else stem}
 
 
-def pick_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        available = {"cpu": True, "cuda": torch.cuda.is_available(),
-                     "mps": torch.backends.mps.is_available()}[name]
-        if not available:
-            raise click.BadParameter(f"{name} is not available on this machine", param_hint="--device")
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 # Human output (stderr) and machine output (stdout)
 
 class Console:
@@ -353,6 +337,15 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 
 
+def device_for(name: str) -> str:
+    from .separation import resolve_device
+
+    try:
+        return resolve_device(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+
+
 def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
@@ -414,7 +407,7 @@ def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, s
     settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        options = Options(settings, pick_device(device), audio_format, int(bit_depth), clip_mode)
+        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode)
         code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
                    parse_shard(shard), skip_existing, as_json, to_stdout, jobs)
     except StemsplitError as exc:

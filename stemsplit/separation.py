@@ -235,6 +235,18 @@ def separate_tensor(bag, mix: torch.Tensor, settings: Settings = Settings(), dev
     return torch.cat(list(separate_stream(bag, TensorMix(mix), settings, device, progress)), dim=-1)
 
 
+def resolve_device(name: str) -> str:
+    """"auto" becomes the best device present; a named one must be present."""
+    present = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    if name == "auto":
+        return next(device for device, available in present.items() if available)
+    if name not in present:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if not present[name]:
+        raise ValueError(f"{name} is not available on this machine")
+    return name
+
+
 def check_settings(bag, settings: Settings) -> None:
     if settings.shifts < 0:
         raise ValueError("shifts must be >= 0")

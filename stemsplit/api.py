@@ -1,0 +1,82 @@
+"""The Python API: `stemsplit.load_model(...)` once, then `.separate(...)` as often as needed."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import NamedTuple, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from .audio import open_song, resample
+from .registry import Bag, default_model, load_bag
+from .separation import Settings, check_settings, resolve_device, separate_stream
+
+AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
+
+
+class Separated(NamedTuple):
+    stems: dict[str, np.ndarray]  # stem name -> float32 (channels, samples)
+    sample_rate: int  # the input's own rate; every stem has the input's length
+
+
+class Separator:
+    """A loaded model with its settings, ready to separate many songs."""
+
+    def __init__(self, bag: Bag, device: str, settings: Settings):
+        check_settings(bag, settings)
+        self.bag, self.device, self.settings = bag, device, settings
+
+    @property
+    def sources(self) -> list[str]:
+        return self.bag.sources
+
+    def separate(self, source: AudioSource) -> Separated:
+        """Stems of a file path, the bytes of an audio file, or a `(samples, rate)` pair where samples
+        is (channels, n) or (n,) for mono. Stems are float32 and not clipped."""
+        with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+            path = as_file(source, Path(folder))
+            with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
+                blocks = list(separate_stream(self.bag, song, self.settings, self.device))
+                info = song.info
+        separated = torch.cat(blocks, dim=-1)
+        stems = {}
+        for name, stem in zip(self.bag.sources, separated):
+            stem = resample(stem, self.bag.samplerate, info.sample_rate)[..., :info.frames]
+            stem = torch.nn.functional.pad(stem, (0, info.frames - stem.shape[-1]))
+            stems[name] = np.ascontiguousarray(stem.numpy(), dtype=np.float32)
+        return Separated(stems, info.sample_rate)
+
+
+def as_file(source: AudioSource, folder: Path) -> Path:
+    """`source` as a path ffmpeg can read, writing bytes or arrays into `folder` if needed."""
+    if isinstance(source, (str, Path)):
+        return Path(source)
+    path = folder / "input"
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        path.write_bytes(source)
+        return path
+    samples, rate = source
+    samples = np.asarray(samples, dtype=np.float32)
+    samples = samples[None] if samples.ndim == 1 else samples
+    path = path.with_suffix(".wav")
+    sf.write(path, samples.T, int(rate), subtype="FLOAT")
+    return path
+
+
+def load_model(name: str | None = None, *, repo: str | Path | None = None, device: str = "auto",
+               **settings: object) -> Separator:
+    """The named model (default `htdemucs`) on `device` ("auto", "cpu", "cuda", "mps").
+
+    `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
+    """
+    bag = load_bag(name or default_model(), Path(repo) if repo is not None else None)
+    return Separator(bag, resolve_device(device), replace(Settings(), **settings))
+
+
+def separate(source: AudioSource, model: str | None = None, **options: object) -> Separated:
+    """One-off separation: `load_model(model, **options).separate(source)`."""
+    return load_model(model, **options).separate(source)

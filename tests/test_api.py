@@ -1,0 +1,57 @@
+"""The Python API: paths, bytes and arrays in, stems as arrays out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import stemsplit
+from stemsplit.registry import load_bag
+from stemsplit.separation import separate_tensor
+
+
+@pytest.fixture(scope="module")
+def model(tiny_repo):
+    return stemsplit.load_model("tiny", repo=tiny_repo, device="cpu")
+
+
+def noise(channels: int, frames: int, seed: int = 0) -> np.ndarray:
+    return (0.2 * np.random.default_rng(seed).standard_normal((channels, frames))).astype(np.float32)
+
+
+def test_array_at_the_model_rate_gives_the_engine_output(model, tiny_repo):
+    samples = noise(2, 90_000)
+    stems, rate = model.separate((samples, 44100))
+    expected = separate_tensor(load_bag("tiny", tiny_repo), torch.from_numpy(samples))
+    assert rate == 44100 and list(stems) == model.sources
+    for index, name in enumerate(model.sources):
+        assert stems[name].dtype == np.float32
+        np.testing.assert_allclose(stems[name], expected[index].numpy(), atol=1e-5)
+
+
+def test_mono_array_at_another_rate_keeps_rate_and_length(model):
+    stems, rate = model.separate((noise(1, 30_001)[0], 22050))
+    assert rate == 22050
+    assert all(stem.shape == (2, 30_001) for stem in stems.values())
+
+
+def test_path_and_bytes_give_the_same_stems(model, tmp_path):
+    path = tmp_path / "song.flac"
+    sf.write(path, noise(2, 50_000, seed=1).T, 48000, subtype="PCM_24")
+    from_path = model.separate(path)
+    from_bytes = model.separate(path.read_bytes())
+    assert from_path.sample_rate == from_bytes.sample_rate == 48000
+    for name in model.sources:
+        assert from_path.stems[name].shape == (2, 50_000)
+        np.testing.assert_array_equal(from_path.stems[name], from_bytes.stems[name])
+
+
+def test_one_off_separate_and_bad_input(tiny_repo):
+    stems, _ = stemsplit.separate((noise(2, 10_000), 44100), model="tiny", repo=tiny_repo, overlap=0.5)
+    assert set(stems) == {"drums", "bass", "other", "vocals"}
+    with pytest.raises(stemsplit.errors.InputError, match="not audio|cannot decode"):
+        stemsplit.separate(b"definitely not audio", model="tiny", repo=tiny_repo)
+    with pytest.raises(ValueError, match="overlap"):
+        stemsplit.load_model("tiny", repo=tiny_repo, overlap=2.0)
