@@ -7,7 +7,6 @@ own subprocess run as a user would run it. See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import platform
 import shlex
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from stemsplit.registry import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "htdemucs"
@@ -71,14 +72,6 @@ def synthesise(path: Path, seconds: int, chunk: int = 10 * RATE) -> None:
             out.write(np.clip(0.5 * mix, -1, 1))
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def random_weights(folder: Path, seed: int = 0) -> None:
     """A pretrained-shaped htdemucs with perturbed random weights, as a legacy package
     `<sig>-<sha8>.th` plus `htdemucs.yaml`: the layout both tools read with --repo."""
@@ -99,7 +92,7 @@ def random_weights(folder: Path, seed: int = 0) -> None:
     package = {"klass": HTDemucs, "args": (), "kwargs": kwargs, "state": state, "training_args": {}}
     path = folder / f"{SIGNATURE}.th"
     torch.save(package, path)
-    path.rename(folder / f"{SIGNATURE}-{sha256(path)[:8]}.th")
+    path.rename(folder / f"{SIGNATURE}-{sha256_of(path)[:8]}.th")
     (folder / f"{MODEL}.yaml").write_text(f"models: ['{SIGNATURE}']\n")
 
 

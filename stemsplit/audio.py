@@ -387,14 +387,14 @@ class StemWriters:
 @contextmanager
 def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
                       format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                      tags: Mapping[str, str] | None = None) -> Iterator[StemWriters]:
+                      tags: Sequence[Mapping[str, str]] | None = None) -> Iterator[StemWriters]:
     """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
 
     When the context exits normally each stem is resampled, clipped (its peak over the whole
     song sets the "rescale" factor) and encoded to a temporary name; all are renamed into place
     only once all are written. On any failure, or an exception in the context's body (Ctrl-C
     included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
-    lossy formats; `tags` (see TAG_KEYS) are written where the format can store them.
+    lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them.
     """
     if clip_mode not in CLIP_MODES:
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
@@ -411,14 +411,15 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
                 leftovers.append(raw)
             writers = StemWriters(paths, raws)
             yield writers
-            for path, raw, channels, peak in zip(paths, raws, writers.channels, writers.peaks):
+            for index, (path, raw, channels, peak) in enumerate(zip(paths, raws, writers.channels, writers.peaks)):
                 if channels is None:
                     raise ValueError(f"no audio was written for {path}")
                 leftovers.append(temporaries[path])
                 blocks = resample_blocks(_raw_blocks(raw, channels, path), source_rate, sample_rate)
                 blocks = (prevent_clipping(block, clip_mode, peak) for block in _fit_blocks(blocks, channels, frames))
                 _encode(blocks, temporaries[path], path, sample_rate, channels, format, bit_depth, bitrate,
-                        dict(tags or {}))
+                        dict(tags[index]) if tags else {})
+                raw.truncate(0)  # its disk space is free for the next stem
         for path, temporary in temporaries.items():
             try:
                 os.replace(temporary, path)
@@ -434,7 +435,8 @@ def write_stems(outputs: Mapping[Path, np.ndarray], sample_rate: int, *, frames:
                 tags: Mapping[str, str] | None = None) -> None:
     """Write each whole `(channels, n)` array like `open_stem_writers` writes blocks."""
     with open_stem_writers(list(outputs), sample_rate, frames=frames, source_rate=source_rate, format=format,
-                           bit_depth=bit_depth, clip_mode=clip_mode, bitrate=bitrate, tags=tags) as writers:
+                           bit_depth=bit_depth, clip_mode=clip_mode, bitrate=bitrate,
+                           tags=[tags] * len(outputs) if tags else None) as writers:
         writers.write([np.asarray(audio, np.float32) for audio in outputs.values()])
 
 
@@ -489,9 +491,8 @@ def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path,
                 file.write(_pcm(block, bit_depth).T)
     except (OSError, sf.SoundFileRuntimeError) as exc:
         # libsndfile reports a full disk as a bare "System error.".
-        if shutil.disk_usage(temporary.parent).free < BLOCK_FRAMES * RAW_SAMPLE.itemsize:
-            exc = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        raise _output_error(path, exc) from None
+        full = shutil.disk_usage(temporary.parent).free < BLOCK_FRAMES * RAW_SAMPLE.itemsize
+        raise _output_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else exc) from None
 
 
 def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:

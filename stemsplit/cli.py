@@ -217,7 +217,8 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
     task = progress.add_task(title, total=chunk_count(bag, song.length, options.settings))
     with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
                            source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                           clip_mode=options.clip_mode, tags=song.info.tags) as writers:
+                           clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names]
+                           ) as writers:
         for block in separate_stream(bag, song, options.settings, options.device,
                                      progress=lambda: progress.advance(task)):
             writers.write(mix_stems(block, bag.sources, names))

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import errno
 import io
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,8 @@ import soundfile as sf
 import torch
 
 from stemsplit import audio
-from stemsplit.audio import FORMATS, AudioInfo, find_ffmpeg, load_audio, resample, write_stems
+from stemsplit.audio import (FORMATS, AudioInfo, find_ffmpeg, load_audio, open_song, open_stem_writers, resample,
+                             resample_blocks, write_stems)
 from stemsplit.errors import InputError, OutputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -119,7 +122,40 @@ def test_resample_length_is_ceil_and_leading_axes_are_kept():
     assert resample(torch.ones(1), 8000, 44100).shape == (6,)
 
 
+@pytest.mark.parametrize("old, new", [(8000, 44100), (48000, 44100), (44100, 48000), (192000, 44100), (22050, 44100),
+                                      (96000, 48000), (44100, 44100)])
+@pytest.mark.parametrize("seconds", [0.1, 0.001])
+def test_resampling_in_blocks_gives_the_whole_signal_resampling(old, new, seconds):
+    rng = np.random.default_rng(old + new)
+    x = rng.uniform(-1, 1, (2, int(seconds * old) | 1)).astype(np.float32)
+    cuts = sorted({1, 2, *rng.integers(3, x.shape[1], 10)})  # uneven blocks, one-sample ones included
+    pieces = list(resample_blocks(np.split(x, cuts, axis=1), old, new))
+    expected = resample(torch.from_numpy(x), old, new).numpy()
+    assert all(piece.dtype == np.float32 for piece in pieces)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), expected, atol=1e-6, rtol=0)
+
+
 # loading
+
+
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_open_song_reads_zero_padded_windows_of_the_resampled_song(tmp_path, monkeypatch, rate):
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 4099)  # prepared in many blocks
+    source = np.random.default_rng(rate).uniform(-0.8, 0.9, (2, 50001)).astype(np.float32)
+    expected = resample(torch.from_numpy(source), rate, 44100).numpy()
+    padded = np.pad(expected, [(0, 0), (3000, 12000)])
+    with open_song(write_wav(tmp_path / "in.wav", source, rate)) as song:
+        assert song.info == AudioInfo(rate, 2, 50001, {}, ())
+        assert song.length == expected.shape[1]
+        for start in range(-3000, song.length + 1000, 7000):  # overlapping, off both ends
+            window = song.read(start, 10000)
+            assert window.dtype == np.float32 and window.shape == (2, 10000)
+            np.testing.assert_allclose(window, padded[:, start + 3000:start + 13000], atol=1e-6, rtol=0)
+        mono = expected.astype(np.float64).mean(axis=0)
+        assert song.mean == pytest.approx(mono.mean(), rel=1e-6) and abs(song.mean) > 0.01
+        assert song.std == pytest.approx(mono.std(ddof=1), rel=1e-6)
+        stored = Path(song.file.name)
+    assert not stored.exists() and not stored.parent.exists()
 
 
 def test_float_wav_loads_and_writes_back_bit_exactly(tmp_path):
@@ -419,3 +455,119 @@ def test_formats_constant_matches_what_writing_accepts(tmp_path):
             write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, 44100, frames=88200, format=format,
                         bit_depth=bits)
             assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
+
+
+
+def write_in_blocks(paths: list[Path], stems: list[np.ndarray], sample_rate: int, frames: int, **options) -> None:
+    cuts = [0, 1, 1000, 1001, 17000, stems[0].shape[1]]  # uneven, consecutive blocks
+    with open_stem_writers(paths, sample_rate, frames=frames, **options) as writers:
+        for start, end in zip(cuts, cuts[1:]):
+            writers.write([stem[:, start:end] for stem in stems])
+
+
+def loud_and_quiet(frames: int) -> list[np.ndarray]:
+    x = tones(44100, frames)
+    return [2.0 * x / np.abs(x).max(), np.random.default_rng(4).uniform(-0.5, 0.5, (2, frames)).astype(np.float32)]
+
+
+def test_stems_written_in_blocks_are_the_whole_stems_resampled_and_clipped(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio, "BLOCK_FRAMES", 5003)  # finished in many blocks
+    stems = loud_and_quiet(30011)
+    frames = math.ceil(30011 * 48000 / 44100) - 3
+    paths = [tmp_path / "out" / "loud.wav", tmp_path / "out" / "quiet.wav"]
+    write_in_blocks(paths, stems, 48000, frames, bit_depth=32)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["loud.wav", "quiet.wav"]
+    for path, stem in zip(paths, stems):
+        resampled = resample(torch.from_numpy(stem), 44100, 48000).numpy()[:, :frames]
+        written, rate = read(path)
+        assert rate == 48000 and written.shape == (2, frames)
+        np.testing.assert_allclose(written, resampled / max(1.01 * np.abs(stem).max(), 1.0), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("format", ["wav", "flac"])
+def test_stems_written_in_blocks_equal_write_stems_of_the_whole_arrays(tmp_path, format):
+    stems = loud_and_quiet(30011)
+    frames = math.ceil(30011 * 48000 / 44100) + 5
+    blocks, whole = [[tmp_path / folder / f"{name}.{format}" for name in ("loud", "quiet")]
+                     for folder in ("blocks", "whole")]
+    write_in_blocks(blocks, stems, 48000, frames, format=format, bit_depth=24)
+    write_stems(dict(zip(whole, stems)), 48000, frames=frames, format=format, bit_depth=24)
+    for block_path, whole_path in zip(blocks, whole):
+        assert sf.info(block_path).frames == frames
+        np.testing.assert_array_equal(read(block_path, "int32")[0], read(whole_path, "int32")[0])
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_error_inside_the_with_block_leaves_nothing_behind(tmp_path, error):
+    out = tmp_path / "song"
+    out.mkdir()
+    (out / "drums.wav").write_bytes(b"previous run")
+    with pytest.raises(error):
+        with open_stem_writers([out / "vocals.wav", out / "drums.wav"], 44100, frames=1000) as writers:
+            writers.write([tones(44100, 500)] * 2)
+            assert len(list(out.iterdir())) == 3  # the stems are kept in temporaries meanwhile
+            raise error
+    assert [p.name for p in out.iterdir()] == ["drums.wav"]
+    assert (out / "drums.wav").read_bytes() == b"previous run"
+
+
+def test_a_full_disk_is_an_output_error_that_leaves_nothing_behind(tmp_path, monkeypatch):
+    def disk_full(file, block):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(audio, "_append_raw", disk_full)
+    with pytest.raises(OutputError, match=f"^cannot write {tmp_path / 'vocals.wav'}: No space left on device$"):
+        write_stems({tmp_path / "vocals.wav": tones(44100, 100)}, 44100, frames=100)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("format", ["wav", "flac", pytest.param("mp3", marks=needs_encoder("libmp3lame"))])
+def test_tags_are_written_where_the_format_can_store_them(tmp_path, format):
+    tags = {"title": "My song (vocals)", "artist": "Motörhead", "album_artist": "Various", "track": "3"}
+    path = tmp_path / f"vocals.{format}"
+    write_stems({path: tones(44100, 1000)}, 44100, frames=1000, format=format, tags=tags)
+    stored = tags if format == "mp3" else {key: value for key, value in tags.items() if key != "album_artist"}
+    assert load_audio(path)[1].tags == stored
+
+
+# Opens a song, reads it in overlapping windows as the separation does, writes four stems
+# (the window's middle at four gains) and prints its peak RSS before and after, in MiB.
+STREAMING_CHILD = """
+import resource, sys
+from pathlib import Path
+from stemsplit.audio import open_song, open_stem_writers
+
+def peak():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+baseline = peak()
+song_path, out = Path(sys.argv[1]), Path(sys.argv[2])
+window, stride = 441000, 330750
+with open_song(song_path) as song:
+    paths = [out / f"{gain}.wav" for gain in (1, 2, 3, 4)]
+    with open_stem_writers(paths, 44100, frames=song.length) as writers:
+        for start in range(0, song.length, stride):
+            context = (window - stride) // 2
+            middle = song.read(start - context, window)[:, context:context + min(stride, song.length - start)]
+            writers.write([0.1 * gain * middle for gain in (1, 2, 3, 4)])
+print(baseline, peak(), song.length)
+"""
+
+
+def test_memory_does_not_grow_with_the_song(tmp_path):
+    minutes = 10  # at 44.1 kHz each whole signal would take 212 MB, the four stems 847 MB
+    song = tmp_path / "song.flac"
+    sine = f"sine=frequency=440:sample_rate=48000:d={60 * minutes}"
+    subprocess.run([FFMPEG, "-v", "error", "-f", "lavfi", "-i", sine, "-af", "pan=stereo|c0=c0|c1=0.5*c0", song],
+                   check=True)
+    child = subprocess.run([sys.executable, "-c", STREAMING_CHILD, song, tmp_path], capture_output=True,
+                           text=True, check=True)
+    baseline, peak, length = map(float, child.stdout.split())
+    print(f"peak RSS {peak:.0f} MiB, {peak - baseline:.0f} MiB above the {baseline:.0f} MiB after imports")
+    assert length == 44100 * 60 * minutes
+    assert peak - baseline < 200  # less than one whole-song signal
+    assert sf.info(tmp_path / "4.wav").frames == length
+    first = 39 * audio.BLOCK_FRAMES - 1000  # far into the song, across a block of the finishing pass
+    written, _ = sf.read(tmp_path / "1.wav", start=first, frames=2000, dtype="float32", always_2d=True)
+    expected = 0.1 * 0.125 * np.sin(2 * np.pi * 440 * np.arange(first, first + 2000) / 44100)
+    np.testing.assert_allclose(written.T, [expected, 0.5 * expected], atol=2e-5)

@@ -147,3 +147,16 @@ def test_pick_stems():
     assert pick_stems(SOURCES, (), None) == SOURCES
     assert pick_stems(SOURCES, ("bass",), None) == ["bass"]
     assert pick_stems(SOURCES, (), "drums") == ["drums", "no_drums"]
+
+
+def test_lossy_stems_keep_the_tags_with_the_stem_name(tmp_path, tiny_repo):
+    song = tmp_path / "tagged.flac"
+    with sf.SoundFile(song, "w", 32000, 2, format="FLAC") as file:
+        file.title, file.artist = "Night Drive", "The Band"
+        file.write(tone(1.5, 32000))
+    result = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path, "--format", "ogg",
+                       "--stems", "vocals,bass", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    vocals, info = load_audio(tmp_path / "tiny" / "tagged" / "vocals.ogg")
+    assert info.tags == {"title": "Night Drive (vocals)", "artist": "The Band"}
+    assert info.sample_rate == 32000 and info.frames == 48000
