@@ -285,7 +285,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
     from .registry import default_model, load_bag
     from .separation import check_settings
 
-    files = audio_inputs(inputs)[shard[0]::shard[1]]
+    files = list(dict.fromkeys(audio_inputs(inputs)))[shard[0]::shard[1]]
     if not files:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if to_stdout and len(files) != 1:
@@ -302,20 +302,22 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
         raise click.BadParameter(str(exc)) from None
     stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(model_name)
+    plan = {name: stem_paths(model_out, template, name, safe_name(model_name), names, options.format)
+            for name in files}
+    todo = [name for name, paths in plan.items() if not (skip_existing and stems_present(paths))]
     results: list[Result] = []
-    prefetch = Prefetcher(files, bag, jobs)
+    prefetch = Prefetcher(todo, bag, jobs)
     try:
         with console.progress() as progress:
-            for index, input_name in enumerate(files):
+            for position, (input_name, paths) in enumerate(plan.items(), 1):
                 if len(files) > 1:
-                    console.info(f"[{index + 1}/{len(files)}] {input_name}")
-                paths = stem_paths(model_out, template, input_name, safe_name(model_name), names,
-                                   options.format)
-                if skip_existing and stems_present(paths):
+                    console.info(f"[{position}/{len(files)}] {input_name}")
+                if input_name not in todo:
                     result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
                 else:
                     try:
-                        result = process(index, input_name, prefetch, bag, paths, options, progress)
+                        result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
+                                         progress)
                     except StemsplitError as exc:
                         if exc.exit_code != EXIT_FAILED:
                             raise
