@@ -13,8 +13,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -118,7 +120,8 @@ class Song:
 
 
 @contextmanager
-def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> Iterator[Song]:
+def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
+              cancelled: threading.Event | None = None) -> Iterator[Song]:
     """Decode `source` ("-" for stdin) to a `Song` at `sample_rate`, readable until the context exits.
 
     Mono is duplicated to stereo; more than two channels are downmixed by ffmpeg; `channels=1`
@@ -141,8 +144,10 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2) -
         with open(work / "song.f32", "w+b") as file:
             try:
                 with sf.SoundFile(decoded) as wav:
-                    moments, replaced = _store_song(wav, file, sample_rate, channels)
+                    moments, replaced = _store_song(wav, file, sample_rate, channels, cancelled)
             except OSError as exc:
+                if exc.errno in DISK_FULL:
+                    raise _temporary_error(work, exc.strerror) from None
                 raise InputError(f"cannot decode {name}: {exc.strerror or exc}") from None
             decoded.unlink()
             if replaced:
@@ -161,8 +166,13 @@ def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
     """The name to show for `source` and a file to decode; stdin is spooled into `work`."""
     if str(source) == "-":
         spool = work / "stdin"
-        with open(spool, "wb") as file:
-            shutil.copyfileobj(sys.stdin.buffer, file)
+        try:
+            with open(spool, "wb") as file:
+                shutil.copyfileobj(sys.stdin.buffer, file)
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise _temporary_error(work, exc.strerror) from None
+            raise InputError(f"cannot read stdin: {exc.strerror or exc}") from None
         return "stdin", spool
     path = Path(source)
     if not path.exists():
@@ -187,6 +197,8 @@ def _decode(path: Path, name: str, work: Path, channels: int | None = None) -> t
     if result.returncode:
         if b"matches no streams" in result.stderr:
             raise InputError(f"{name} has no audio stream")
+        if _ffmpeg_reason(result.stderr) in (os.strerror(code) for code in DISK_FULL):
+            raise _temporary_error(work, _ffmpeg_reason(result.stderr))
         raise InputError(f"cannot decode {name}: {_ffmpeg_reason(result.stderr)}")
     return decoded, _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
 
@@ -197,7 +209,19 @@ def _wav_format(path: Path) -> tuple[int, int, int]:
         return wav.samplerate, wav.channels, wav.frames
 
 
-def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: int) -> tuple[_Moments, int]:
+class Cancelled(Exception):
+    """A decoding stopped because its result is no longer wanted."""
+
+
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _temporary_error(work: Path, reason: str) -> OutputError:
+    return OutputError(f"cannot write temporary files in {work.parent}: {reason}")
+
+
+def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: int,
+                cancelled: threading.Event | None = None) -> tuple[_Moments, int]:
     """Append `wav` to `file` with NaN/inf zeroed, `channels` channels and `sample_rate`.
 
     Returns the moments of the stored signal's mono mix and the number of samples zeroed.
@@ -207,6 +231,8 @@ def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: i
     def conformed() -> Iterator[np.ndarray]:
         nonlocal replaced
         for block in wav.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):
+            if cancelled is not None and cancelled.is_set():
+                raise Cancelled()
             finite = np.isfinite(block)
             replaced += block.size - np.count_nonzero(finite)
             block[~finite] = 0
@@ -387,14 +413,15 @@ class StemWriters:
 @contextmanager
 def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
                       format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                      tags: Sequence[Mapping[str, str]] | None = None) -> Iterator[StemWriters]:
+                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1) -> Iterator[StemWriters]:
     """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
 
     When the context exits normally each stem is resampled, clipped (its peak over the whole
     song sets the "rescale" factor) and encoded to a temporary name; all are renamed into place
     only once all are written. On any failure, or an exception in the context's body (Ctrl-C
     included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
-    lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them.
+    lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them;
+    `jobs` stems are finished at once.
     """
     if clip_mode not in CLIP_MODES:
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
@@ -411,15 +438,20 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
                 leftovers.append(raw)
             writers = StemWriters(paths, raws)
             yield writers
-            for index, (path, raw, channels, peak) in enumerate(zip(paths, raws, writers.channels, writers.peaks)):
+
+            def finish(index: int) -> None:
+                path, raw, channels = paths[index], raws[index], writers.channels[index]
                 if channels is None:
                     raise ValueError(f"no audio was written for {path}")
-                leftovers.append(temporaries[path])
                 blocks = resample_blocks(_raw_blocks(raw, channels, path), source_rate, sample_rate)
-                blocks = (prevent_clipping(block, clip_mode, peak) for block in _fit_blocks(blocks, channels, frames))
+                blocks = (prevent_clipping(block, clip_mode, writers.peaks[index])
+                          for block in _fit_blocks(blocks, channels, frames))
                 _encode(blocks, temporaries[path], path, sample_rate, channels, format, bit_depth, bitrate,
                         dict(tags[index]) if tags else {})
                 raw.truncate(0)  # its disk space is free for the next stem
+
+            leftovers.extend(temporaries.values())
+            _run_all(finish, len(paths), jobs)
         for path, temporary in temporaries.items():
             try:
                 os.replace(temporary, path)
@@ -428,6 +460,21 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
     finally:
         for temporary in leftovers:
             temporary.unlink(missing_ok=True)
+
+
+def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
+    """`task(0)` ... `task(count - 1)`, `jobs` at a time; on a failure the others still to start don't."""
+    if jobs <= 1:
+        for index in range(count):
+            task(index)
+        return
+    with ThreadPoolExecutor(jobs) as pool:
+        try:
+            for _ in pool.map(task, range(count)):
+                pass
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # callers remove what the tasks wrote
+            raise
 
 
 def write_stems(outputs: Mapping[Path, np.ndarray], sample_rate: int, *, frames: int, source_rate: int = 44100,

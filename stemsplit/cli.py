@@ -8,6 +8,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -54,11 +55,12 @@ def audio_inputs(inputs: tuple[str, ...]) -> list[str]:
         if item != "-" and not path.exists() and glob.has_magic(item):
             found += audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
         elif item != "-" and path.is_dir():
-            found += sorted(
+            inside = sorted(
                 str(p) for p in path.rglob("*")
                 if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
+            found += inside or [item]  # a folder with no audio is reported as a failed input, not dropped
         else:
             found.append(item)
     return found
@@ -206,6 +208,7 @@ class Options:
     format: str
     bit_depth: int
     clip_mode: str
+    jobs: int
 
 
 def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
@@ -217,8 +220,8 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
     task = progress.add_task(title, total=chunk_count(bag, song.length, options.settings))
     with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
                            source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                           clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names]
-                           ) as writers:
+                           clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
+                           jobs=options.jobs) as writers:
         for block in separate_stream(bag, song, options.settings, options.device,
                                      progress=lambda: progress.advance(task)):
             writers.write(mix_stems(block, bag.sources, names))
@@ -234,7 +237,8 @@ class Prefetcher:
         self.pool = ThreadPoolExecutor(max(jobs, 1))
         self.pending: dict[int, Future] = {}
         self.inputs, self.jobs = inputs, jobs
-        self.opener = lambda name: open_song(name, bag.samplerate, bag.audio_channels)
+        self.cancelled = threading.Event()
+        self.opener = lambda name: open_song(name, bag.samplerate, bag.audio_channels, cancelled=self.cancelled)
 
     def _start(self, index: int) -> None:
         if index < len(self.inputs) and index not in self.pending and self.inputs[index] != "-":
@@ -254,6 +258,7 @@ class Prefetcher:
         return future.result()
 
     def close(self) -> None:
+        self.cancelled.set()  # decodings under way stop at their next block and remove their files
         for future in self.pending.values():
             future.cancel()
         self.pool.shutdown(wait=True)
@@ -264,9 +269,11 @@ class Prefetcher:
 
 
 def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
-            progress) -> Result:
+            progress, console: Console) -> Result:
     started = time.perf_counter()
     context, song = prefetch.open(index)
+    for notice in song.info.notices:
+        console.info(f"  note: {notice}")
     try:
         separate_song(Path(input_name).name, song, bag, paths, options, progress)
     except BaseException as exc:
@@ -304,7 +311,16 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(model_name)
     plan = {name: stem_paths(model_out, template, name, safe_name(model_name), names, options.format)
             for name in files}
-    todo = [name for name, paths in plan.items() if not (skip_existing and stems_present(paths))]
+    owners: dict[Path, str] = {}  # stem path -> the first input writing it
+    clashes = {}  # input -> the earlier input whose stems it would overwrite
+    for name, paths in plan.items():
+        earlier = {owners[p] for p in paths.values() if p in owners}
+        if earlier:
+            clashes[name] = earlier.pop()
+        for p in paths.values():
+            owners.setdefault(p, name)
+    todo = [name for name, paths in plan.items()
+            if name not in clashes and not (skip_existing and stems_present(paths))]
     results: list[Result] = []
     prefetch = Prefetcher(todo, bag, jobs)
     try:
@@ -312,12 +328,17 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
             for position, (input_name, paths) in enumerate(plan.items(), 1):
                 if len(files) > 1:
                     console.info(f"[{position}/{len(files)}] {input_name}")
-                if input_name not in todo:
+                if input_name in clashes:
+                    message = (f"{input_name} would overwrite the stems of {clashes[input_name]}; "
+                               "use --filename (e.g. with {track_ext}) or separate runs")
+                    console.error(message)
+                    result = Result(input_name, "failed", error=message)
+                elif input_name not in todo:
                     result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
                 else:
                     try:
                         result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
-                                         progress)
+                                         progress, console)
                     except StemsplitError as exc:
                         if exc.exit_code != EXIT_FAILED:
                             raise
@@ -385,7 +406,7 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose stems are all written already.")
 @click.option("--shard", metavar="I/N", help="Only every N-th input, starting at the I-th (0-based).")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Inputs decoded ahead in parallel with the separation.")
+              help="Parallel audio work: inputs decoded ahead during the separation, stems encoded at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input on stdout.")
 @click.option("--stdout", "to_stdout", metavar="STEM", help="Write STEM (or no_STEM) as WAV to stdout only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
@@ -410,7 +431,7 @@ def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, s
     settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
     signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode)
+        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs)
         code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
                    parse_shard(shard), skip_existing, as_json, to_stdout, jobs)
     except StemsplitError as exc:

@@ -12,6 +12,7 @@ files load unchanged.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -47,6 +48,17 @@ def sin_embedding_2d(height: int, width: int, dim: int, max_period: float, devic
     columns = interleaved(width)[:, None, :].expand(width, height, half)
     rows = interleaved(height)[None, :, :].expand(width, height, half)
     return torch.cat([columns, rows], dim=-1).reshape(width * height, dim)
+
+
+@functools.lru_cache(maxsize=8)
+def positions(freqs: int, frames: int, length: int, dim: int, max_period: float, weight: float,
+              device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Weighted position embeddings of the spectral grid and of the time sequence, made once per shape."""
+    # Cached tensors made in inference mode could not be used outside it.
+    with torch.inference_mode(False):
+        grid = weight * sin_embedding_2d(freqs, frames, dim, max_period, device)
+        sequence = weight * sin_embedding(length, dim, max_period, device)
+    return grid.to(dtype), sequence.to(dtype)
 
 
 def stft(audio: Tensor, nfft: int) -> Tensor:
@@ -96,8 +108,21 @@ class LayerScale(nn.Module):
         self.scale = nn.Parameter(torch.full((channels,), init))
         self.channels_last = channels_last
 
+    def add_to(self, x: Tensor, branch: Tensor) -> Tensor:
+        """`x + scale * branch` in one pass, in the branch's dtype under autocast."""
+        scale = self.scale if self.channels_last else self.scale[:, None]
+        return torch.addcmul(x, branch, scale.to(branch.dtype))
+
+
+class DConvLayer(nn.Sequential):
+    """Dilated convolution, norm, GELU, 1x1 convolution, norm, GLU: a layer-scaled residual branch."""
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.scale * x if self.channels_last else self.scale[:, None] * x
+        *body, scale = self
+        branch = x
+        for module in body:
+            branch = module(branch)
+        return scale.add_to(x, branch)
 
 
 class DConv(nn.Module):
@@ -109,7 +134,7 @@ class DConv(nn.Module):
         self.layers = nn.ModuleList()
         for index in range(abs(depth)):
             dilation = 2**index if depth > 0 else 1
-            self.layers.append(nn.Sequential(
+            self.layers.append(DConvLayer(
                 nn.Conv1d(channels, hidden, 3, dilation=dilation, padding=dilation),
                 nn.GroupNorm(1, hidden),
                 nn.GELU(),
@@ -126,7 +151,7 @@ class DConv(nn.Module):
             batch, channels, freqs, frames = x.shape
             x = x.permute(0, 2, 1, 3).reshape(batch * freqs, channels, frames)
         for layer in self.layers:
-            x = x + layer(x)
+            x = layer(x)
         if spectral:
             x = x.view(batch, freqs, channels, frames).permute(0, 2, 1, 3)
         return x
@@ -220,11 +245,26 @@ class TokenGroupNorm(nn.GroupNorm):
         super().__init__(1, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, x.shape[-2:], eps=self.eps) * self.weight + self.bias
+        normed = F.layer_norm(x, x.shape[-2:], eps=self.eps)
+        return torch.addcmul(self.bias.to(normed.dtype), normed, self.weight.to(normed.dtype))
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, block: int = 1024) -> Tensor:
+    """softmax(q kᵀ / √d) v over (B, heads, T, d) tensors.
+
+    PyTorch's fused CPU kernel computes bfloat16 in float32, no faster than float32 itself,
+    so on CPU bfloat16 goes through plain matmuls, which run at bfloat16 speed. Their scores
+    are rounded to bfloat16, an error of the order that the bfloat16 queries and keys already
+    carry. Blocks of queries bound the memory the scores take.
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v)
+    keys = k.transpose(-1, -2) * k.shape[-1] ** -0.5
+    return torch.cat([torch.softmax(rows @ keys, dim=-1) @ v for rows in q.split(block, dim=2)], dim=2)
 
 
 class Attention(nn.Module):
-    """Multi-head attention laid out like nn.MultiheadAttention, computed with SDPA."""
+    """Multi-head attention laid out like nn.MultiheadAttention."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -243,7 +283,7 @@ class Attention(nn.Module):
             q = F.linear(x, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
             k, v = F.linear(memory, self.in_proj_weight[dim:], self.in_proj_bias[dim:]).chunk(2, dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -259,12 +299,16 @@ class TransformerLayer(nn.Module):
         self.norm2 = token_norm(dim, group_norm)
         self.norm_first = norm_first
         self.norm_out = TokenGroupNorm(dim) if norm_first and norm_out else None
-        self.gamma_1 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else nn.Identity()
-        self.gamma_2 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else nn.Identity()
+        self.gamma_1 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else None
+        self.gamma_2 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else None
         self.activation = F.gelu if gelu else F.relu
 
     def feed_forward(self, x: Tensor) -> Tensor:
         return self.linear2(self.activation(self.linear1(x)))
+
+    @staticmethod
+    def residual(x: Tensor, branch: Tensor, gain: LayerScale | None) -> Tensor:
+        return x + branch if gain is None else gain.add_to(x, branch)
 
 
 class SelfAttentionLayer(TransformerLayer):
@@ -274,10 +318,10 @@ class SelfAttentionLayer(TransformerLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.norm_first:
-            x = self.norm1(x + self.gamma_1(self.self_attn(x)))
-            return self.norm2(x + self.gamma_2(self.feed_forward(x)))
-        x = x + self.gamma_1(self.self_attn(self.norm1(x)))
-        x = x + self.gamma_2(self.feed_forward(self.norm2(x)))
+            x = self.norm1(self.residual(x, self.self_attn(x), self.gamma_1))
+            return self.norm2(self.residual(x, self.feed_forward(x), self.gamma_2))
+        x = self.residual(x, self.self_attn(self.norm1(x)), self.gamma_1)
+        x = self.residual(x, self.feed_forward(self.norm2(x)), self.gamma_2)
         return x if self.norm_out is None else self.norm_out(x)
 
 
@@ -289,10 +333,10 @@ class CrossAttentionLayer(TransformerLayer):
 
     def forward(self, x: Tensor, memory: Tensor) -> Tensor:
         if not self.norm_first:
-            x = self.norm1(x + self.gamma_1(self.cross_attn(x, memory)))
-            return self.norm2(x + self.gamma_2(self.feed_forward(x)))
-        x = x + self.gamma_1(self.cross_attn(self.norm1(x), self.norm2(memory)))
-        x = x + self.gamma_2(self.feed_forward(self.norm3(x)))
+            x = self.norm1(self.residual(x, self.cross_attn(x, memory), self.gamma_1))
+            return self.norm2(self.residual(x, self.feed_forward(x), self.gamma_2))
+        x = self.residual(x, self.cross_attn(self.norm1(x), self.norm2(memory)), self.gamma_1)
+        x = self.residual(x, self.feed_forward(self.norm3(x)), self.gamma_2)
         return x if self.norm_out is None else self.norm_out(x)
 
 
@@ -324,10 +368,10 @@ class CrossTransformer(nn.Module):
         batch, channels, freqs, frames = x.shape
         x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, channels)
         xt = xt.transpose(1, 2)
-        pos = sin_embedding_2d(freqs, frames, channels, self.max_period, x.device).to(x.dtype)
-        pos_t = sin_embedding(xt.shape[1], channels, self.max_period, x.device).to(x.dtype)
-        x = self.norm_in(x) + self.weight_pos_embed * pos
-        xt = self.norm_in_t(xt) + self.weight_pos_embed * pos_t
+        pos, pos_t = positions(freqs, frames, xt.shape[1], channels, self.max_period, self.weight_pos_embed,
+                               x.device, x.dtype)
+        x = self.norm_in(x) + pos
+        xt = self.norm_in_t(xt) + pos_t
         for index, (layer, layer_t) in enumerate(zip(self.layers, self.layers_t)):
             if index % 2 == self.cross_parity:
                 x, xt = layer(x, xt), layer_t(xt, x)
@@ -520,7 +564,7 @@ class HTDemucs(nn.Module):
             xt = encode_t(xt)
             x = encode(x)
             if index == 0 and self.freq_emb is not None:
-                x = x + self.freq_emb_scale * self.freq_emb()
+                x = x + (self.freq_emb_scale * self.freq_emb()).to(x.dtype)
             skips.append(x)
             skips_t.append(xt)
 
@@ -531,11 +575,12 @@ class HTDemucs(nn.Module):
             x = decode(x, skips.pop())
             xt = decode_t(xt, skips_t.pop(), lengths_t.pop())
 
+        # Back in float32 whatever autocast ran the network in, for the output scale and the inverse STFT.
         sources = len(self.sources)
-        x = x.view(batch, sources, -1, freqs, frames) * std[:, None] + mean[:, None]
+        x = x.float().view(batch, sources, -1, freqs, frames) * std[:, None] + mean[:, None]
         x = x.view(batch, sources, audio_channels, 2, freqs, frames)
         x = istft(torch.complex(x[:, :, :, 0], x[:, :, :, 1]), self.training_length)
-        xt = xt.view(batch, sources, audio_channels, -1) * std_t[:, None] + mean_t[:, None]
+        xt = xt.float().view(batch, sources, audio_channels, -1) * std_t[:, None] + mean_t[:, None]
         return (xt + x)[..., :length]
 
     def run_transformer(self, x: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:

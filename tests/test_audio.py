@@ -571,3 +571,16 @@ def test_memory_does_not_grow_with_the_song(tmp_path):
     written, _ = sf.read(tmp_path / "1.wav", start=first, frames=2000, dtype="float32", always_2d=True)
     expected = 0.1 * 0.125 * np.sin(2 * np.pi * 440 * np.arange(first, first + 2000) / 44100)
     np.testing.assert_allclose(written.T, [expected, 0.5 * expected], atol=2e-5)
+
+
+def test_stems_finished_in_parallel_equal_those_finished_one_by_one(tmp_path):
+    stems = stems_for(30_000)
+    written = {}
+    for jobs in (1, 3):
+        paths = [tmp_path / str(jobs) / f"{name}.flac" for name in stems]
+        with open_stem_writers(paths, 48000, frames=32_000, format="flac", jobs=jobs) as writers:
+            writers.write(list(stems.values()))
+        written[jobs] = [sf.read(path)[0] for path in paths]
+    for one, parallel in zip(written[1], written[3]):
+        assert one.shape == (32_000, 2)
+        np.testing.assert_array_equal(one, parallel)
