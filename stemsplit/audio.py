@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -133,12 +133,12 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
     with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
         work = Path(folder)
         name, path = _locate(source, work)
-        decoded, tags = _decode(path, name, work)
+        decoded, tags = _decode(path, name, work, cancelled=cancelled)
         native_rate, native_channels, frames = _wav_format(decoded)
         if frames == 0:
             raise InputError(f"{name} contains no audio samples")
         if native_channels > 2:
-            surround, decoded = decoded, _decode(decoded, name, work, channels=2)[0]
+            surround, decoded = decoded, _decode(decoded, name, work, channels=2, cancelled=cancelled)[0]
             surround.unlink()
             notices.append(f"{native_channels}-channel input downmixed to stereo")
         with open(work / "song.f32", "w+b") as file:
@@ -182,7 +182,8 @@ def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
     return str(source), path
 
 
-def _decode(path: Path, name: str, work: Path, channels: int | None = None) -> tuple[Path, dict[str, str]]:
+def _decode(path: Path, name: str, work: Path, channels: int | None = None,
+            cancelled: threading.Event | None = None) -> tuple[Path, dict[str, str]]:
     """First audio stream of `path` as a float32 WAV file in `work` at its native rate, and its tags.
 
     ffmpeg writes to a file (a seekable file gets a header with the exact length) and the
@@ -193,14 +194,29 @@ def _decode(path: Path, name: str, work: Path, channels: int | None = None) -> t
     mixdown = {"ac": channels} if channels else {}
     wav = audio_stream.output(f"file:{decoded}", f="wav", acodec="pcm_f32le", rf64="auto", **mixdown)
     tags = audio_stream.output(f"file:{metadata}", f="ffmetadata", c="copy")
-    result = subprocess.run(_ffmpeg_command(ffmpeg.merge_outputs(wav, tags)), capture_output=True)
-    if result.returncode:
-        if b"matches no streams" in result.stderr:
+    returncode, stderr = _run_cancellable(_ffmpeg_command(ffmpeg.merge_outputs(wav, tags)), cancelled)
+    if returncode:
+        if b"matches no streams" in stderr:
             raise InputError(f"{name} has no audio stream")
-        if _ffmpeg_reason(result.stderr) in (os.strerror(code) for code in DISK_FULL):
-            raise _temporary_error(work, _ffmpeg_reason(result.stderr))
-        raise InputError(f"cannot decode {name}: {_ffmpeg_reason(result.stderr)}")
+        if _ffmpeg_reason(stderr) in (os.strerror(code) for code in DISK_FULL):
+            raise _temporary_error(work, _ffmpeg_reason(stderr))
+        raise InputError(f"cannot decode {name}: {_ffmpeg_reason(stderr)}")
     return decoded, _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
+
+
+def _run_cancellable(command: list[str], cancelled: threading.Event | None) -> tuple[int, bytes]:
+    """Run `command` to its end, or kill it as soon as `cancelled` is set; its exit code and stderr."""
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    with process:
+        while True:
+            try:
+                _, stderr = process.communicate(timeout=0.2)
+                return process.returncode, stderr
+            except subprocess.TimeoutExpired:
+                if cancelled is not None and cancelled.is_set():
+                    process.kill()
+                    raise Cancelled() from None
 
 
 def _wav_format(path: Path) -> tuple[int, int, int]:
@@ -429,6 +445,9 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
     paths = [Path(path) for path in paths]
     temporaries = {path: path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}" for path in paths}
     leftovers: list[Path] = []  # temporaries to remove unless they end up in place
+    new_folders = sorted({folder for path in paths for folder in (path.parent, *path.parent.parents)
+                          if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
+    renamed = False
     try:
         with ExitStack() as files:
             raws = []
@@ -457,9 +476,14 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
                 os.replace(temporary, path)
             except OSError as exc:
                 raise _output_error(path, exc) from None
+        renamed = True
     finally:
         for temporary in leftovers:
             temporary.unlink(missing_ok=True)
+        if not renamed:
+            for folder in new_folders:  # deepest first: the folders made for stems that never came
+                with suppress(OSError):
+                    folder.rmdir()
 
 
 def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
