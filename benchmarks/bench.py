@@ -36,6 +36,7 @@ TOOLS = ("stemsplit", "reference")
 class Run:
     wall_s: float
     peak_rss_mb: float
+    cpu_s: float  # user + system time of the process and the children it waited for (ffmpeg)
 
 
 def parse_args() -> argparse.Namespace:
@@ -121,7 +122,7 @@ def command(tool: str, repo: Path, track: Path, out: Path, extra: list[str]) -> 
 
 
 def timed(cmd: list[str], log: Path) -> Run:
-    """Wall time and peak RSS of a child process (the largest of it and its own children)."""
+    """Wall time, peak RSS (the largest of the child and its own children) and CPU time of a child process."""
     with open(log, "w") as out:
         start = time.perf_counter()
         child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -130,7 +131,7 @@ def timed(cmd: list[str], log: Path) -> Run:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
         sys.exit(f"error: {shlex.join(cmd)} failed ({child.returncode}):\n{log.read_text()[-3000:]}")
-    return Run(wall, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+    return Run(wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)  # ru_maxrss is in KiB on Linux
 
 
 def sdr(ours: Path, ref: Path, block: int = 1 << 20) -> float:
@@ -184,17 +185,21 @@ def table(results: dict[int, dict], stems: list[str]) -> list[str]:
     def cell(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    head = ["length", "stemsplit s/s", "reference s/s", "ratio", "stemsplit peak RSS MB",
+    head = ["length", "stemsplit s/s", "reference s/s", "ratio", "stemsplit CPU s/s", "reference CPU s/s",
+            "CPU ratio", "stemsplit peak RSS MB",
             "reference peak RSS MB", "stemsplit songs/h", "reference songs/h",
             *(f"SDR {s} dB" for s in stems)]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for seconds, row in results.items():
         rate = {t: row[t].wall_s / seconds if t in row else None for t in TOOLS}
         ratio = rate["stemsplit"] / rate["reference"] if None not in rate.values() else None
+        cpu = {t: row[t].cpu_s / seconds if t in row else None for t in TOOLS}
+        cpu_ratio = cpu["stemsplit"] / cpu["reference"] if None not in cpu.values() else None
         songs = {t: None if r is None else 3600 / (r * SONG_SECONDS) for t, r in rate.items()}
         rss = {t: row[t].peak_rss_mb if t in row else None for t in TOOLS}
         cells = [f"{seconds} s", cell(rate["stemsplit"], ".3f"), cell(rate["reference"], ".3f"),
-                 cell(ratio, ".2f"), cell(rss["stemsplit"], ".0f"), cell(rss["reference"], ".0f"),
+                 cell(ratio, ".2f"), cell(cpu["stemsplit"], ".3f"), cell(cpu["reference"], ".3f"),
+                 cell(cpu_ratio, ".2f"), cell(rss["stemsplit"], ".0f"), cell(rss["reference"], ".0f"),
                  cell(songs["stemsplit"], ".0f"), cell(songs["reference"], ".0f"),
                  *(cell(row.get("sdr", {}).get(s), ".1f") for s in stems)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -205,9 +210,10 @@ def measure(tool: str, cmd: list[str], repeat: int, log: Path) -> Run:
     runs = []
     for i in range(repeat):
         runs.append(timed(cmd, log))
-        print(f"  {tool} run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s, "
+        print(f"  {tool} run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s, {runs[-1].cpu_s:.1f} s CPU, "
               f"{runs[-1].peak_rss_mb:.0f} MB", file=sys.stderr)
-    return Run(statistics.median(r.wall_s for r in runs), max(r.peak_rss_mb for r in runs))
+    return Run(statistics.median(r.wall_s for r in runs), max(r.peak_rss_mb for r in runs),
+               statistics.median(r.cpu_s for r in runs))
 
 
 def main() -> None:
