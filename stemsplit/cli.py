@@ -430,6 +430,7 @@ def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, s
         stems = () if two_stems else (to_stdout,)
     settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
     signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
         options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs)
         code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
