@@ -9,6 +9,7 @@ second of audio at the engine's default overlap, and how far the outputs differ.
     python benchmarks/profile_model.py --batch 2 --repeat 3
     python benchmarks/profile_model.py --precision bfloat16     # ours under autocast, vs float32
     python benchmarks/profile_model.py --profile                # per-part and per-op times of ours
+    python benchmarks/profile_model.py --threads 1 --keep-memory --no-reference
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -41,13 +43,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="timed forwards per network")
     parser.add_argument("--precision", default="float32", choices=PRECISIONS,
                         help="autocast dtype for ours (the reference always runs float32)")
+    parser.add_argument("--layer-scales", default="random", choices=("random", "init"),
+                        help="random: drawn at N(0, 0.3) as in the tests, so that every residual branch counts; "
+                        "init: the reference's initial 1e-3/1e-4 plus the same noise as every weight (0.05)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="keep freed memory in the process (glibc mallopt) instead of returning and "
+                        "page-faulting it back on every large tensor")
     parser.add_argument("--no-reference", action="store_true", help="time ours only")
     parser.add_argument("--profile", action="store_true", help="per-part and per-op times of ours")
     return parser.parse_args()
 
 
-def networks(name: str, seed: int = 0) -> tuple[torch.nn.Module, HTDemucs]:
+def networks(name: str, layer_scales: str = "random", seed: int = 0) -> tuple[torch.nn.Module, HTDemucs]:
     from demucs.htdemucs import HTDemucs as ReferenceHTDemucs
 
     kwargs = PRETRAINED_KWARGS[name]
@@ -55,13 +63,23 @@ def networks(name: str, seed: int = 0) -> tuple[torch.nn.Module, HTDemucs]:
     reference = ReferenceHTDemucs(**kwargs).eval()
     with torch.no_grad():
         for name, parameter in reference.named_parameters():
-            # Moved off the initialisation, with layer scales large enough that every branch counts.
             parameter.add_(0.05 * torch.randn_like(parameter))
-            if name.endswith(".scale"):
+            if name.endswith(".scale") and layer_scales == "random":
                 parameter.normal_(0, 0.3)
     ours = HTDemucs(**kwargs).eval()
     ours.load_state_dict(reference.state_dict())
     return reference, ours
+
+
+def keep_freed_memory() -> None:
+    """Make glibc keep large freed blocks: by default every block over 32 MiB is unmapped on free
+    and page-faulted back in on its next use, for each of the network's large activations."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, 1 << 30)
 
 
 def song_like(batch: int, length: int, rate: int, seed: int = 0) -> torch.Tensor:
@@ -74,10 +92,12 @@ def song_like(batch: int, length: int, rate: int, seed: int = 0) -> torch.Tensor
     return (mix - mix.mean()) / mix.std()
 
 
-def timed(run) -> tuple[float, torch.Tensor]:
-    start = time.perf_counter()
-    out = run()
-    return time.perf_counter() - start, out
+def timed(run) -> tuple[float, float]:
+    """Wall and CPU seconds of `run()`. On a loaded machine CPU time is the steadier measure,
+    most of all with one thread; with more, it counts OpenMP threads waiting for each other."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def sdr(estimate: torch.Tensor, target: torch.Tensor) -> float:
@@ -104,9 +124,31 @@ def part_times(model: HTDemucs, run) -> dict[str, float]:
     return times
 
 
-def profile(model: HTDemucs, run) -> None:
-    for name, seconds in part_times(model, run).items():
+def forward_flops(model: HTDemucs, mix: torch.Tensor) -> int:
+    """Floating-point operations of one forward: convolutions, linear layers and attention."""
+    # Counted under bfloat16 autocast, where attention on CPU runs as matmuls the counter sees
+    # (it does not know the fused float32 CPU kernel). The count is the same in any dtype.
+    counter = FlopCounterMode(display=False)
+    with counter, torch.autocast("cpu", dtype=torch.bfloat16):
+        model(mix)
+    return counter.get_total_flops()
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> float:
+    """FLOP/s of a large matrix product, the best this machine does in `dtype`."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = min(timed(lambda: a @ b)[0] for _ in range(repeat))
+    return 2 * size**3 / best
+
+
+def profile(model: HTDemucs, mix: torch.Tensor, run, dtype: torch.dtype) -> None:
+    times = part_times(model, run)
+    for name, seconds in times.items():
         print(f"  {name:36s} {seconds * 1000:8.1f} ms")
+    flops, peak = forward_flops(model, mix), matmul_peak(dtype)
+    print(f"{flops / 1e9:.0f} GFLOP per forward: {flops / times['total'] / 1e9:.0f} GFLOP/s, "
+          f"{flops / times['total'] / peak:.0%} of a {dtype} matmul's {peak / 1e9:.0f} GFLOP/s")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         run()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
@@ -116,7 +158,9 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    reference, ours = networks(args.model)
+    if args.keep_memory:
+        keep_freed_memory()
+    reference, ours = networks(args.model, args.layer_scales)
     mix = song_like(args.batch, ours.training_length, ours.samplerate)
     dtype = PRECISIONS[args.precision]
 
@@ -133,21 +177,22 @@ def main() -> None:
         exact = ours(mix)
         print(f"relative error vs reference: {((actual - expected).norm() / expected.norm()).item():.2e}, "
               f"SDR vs float32 ours: {sdr(actual, exact):.1f} dB")
+        runs = {"ours": run_ours} if args.no_reference else {"ours": run_ours, "reference": lambda: reference(mix)}
         times = defaultdict(list)
         for _ in range(args.repeat):
-            times["ours"].append(timed(run_ours)[0])
-            if not args.no_reference:
-                times["reference"].append(timed(lambda: reference(mix))[0])
+            for name, run in runs.items():
+                times[name].append(timed(run))
         for name, values in times.items():
-            median = statistics.median(values)
-            print(f"{name:10s} median {median:6.3f} s  min {min(values):6.3f} s per forward, "
-                  f"{median / audio_seconds:.3f} s per second of audio")
+            wall, cpu = (statistics.median(column) for column in zip(*values))
+            print(f"{name:10s} wall median {wall:6.3f} s (min {min(v[0] for v in values):6.3f}), "
+                  f"CPU median {cpu:6.3f} s per forward; wall {wall / audio_seconds:.3f} s, "
+                  f"CPU {cpu / audio_seconds:.3f} s per second of audio")
         if not args.no_reference:
-            ratios = [a / b for a, b in zip(times["ours"], times["reference"])]
-            print(f"ours / reference: median {statistics.median(ratios):.3f}, "
-                  f"of minima {min(times['ours']) / min(times['reference']):.3f}")
+            for index, clock in enumerate(("wall", "CPU")):
+                ratios = [a[index] / b[index] for a, b in zip(times["ours"], times["reference"])]
+                print(f"ours / reference, {clock}: median {statistics.median(ratios):.3f}")
         if args.profile:
-            profile(ours, run_ours)
+            profile(ours, mix, run_ours, dtype)
 
 
 if __name__ == "__main__":

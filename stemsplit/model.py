@@ -58,7 +58,7 @@ def positions(freqs: int, frames: int, length: int, dim: int, max_period: float,
     with torch.inference_mode(False):
         grid = weight * sin_embedding_2d(freqs, frames, dim, max_period, device)
         sequence = weight * sin_embedding(length, dim, max_period, device)
-    return grid.to(dtype), sequence.to(dtype)
+        return grid.to(dtype), sequence.to(dtype)
 
 
 def stft(audio: Tensor, nfft: int) -> Tensor:
@@ -109,7 +109,8 @@ class LayerScale(nn.Module):
         self.channels_last = channels_last
 
     def add_to(self, x: Tensor, branch: Tensor) -> Tensor:
-        """`x + scale * branch` in one pass, in the branch's dtype under autocast."""
+        """`x + scale * branch` in one pass; the scale takes the branch's dtype, so that under
+        autocast a half-precision residual stays half."""
         scale = self.scale if self.channels_last else self.scale[:, None]
         return torch.addcmul(x, branch, scale.to(branch.dtype))
 
@@ -366,8 +367,11 @@ class CrossTransformer(nn.Module):
     def forward(self, x: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, C, F, T1) spectral features; xt: (B, C, T2) temporal features."""
         batch, channels, freqs, frames = x.shape
-        x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, channels)
-        xt = xt.transpose(1, 2)
+        # Under autocast the residual streams stay in the weights' float32: they are small, and
+        # rounding them to half precision costs more accuracy than anywhere else in the network.
+        dtype = self.layers[0].linear1.weight.dtype
+        x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, channels).to(dtype)
+        xt = xt.transpose(1, 2).to(dtype)
         pos, pos_t = positions(freqs, frames, xt.shape[1], channels, self.max_period, self.weight_pos_embed,
                                x.device, x.dtype)
         x = self.norm_in(x) + pos
@@ -577,10 +581,10 @@ class HTDemucs(nn.Module):
 
         # Back in float32 whatever autocast ran the network in, for the output scale and the inverse STFT.
         sources = len(self.sources)
-        x = x.float().view(batch, sources, -1, freqs, frames) * std[:, None] + mean[:, None]
+        x = torch.addcmul(mean[:, None], x.float().view(batch, sources, -1, freqs, frames), std[:, None])
         x = x.view(batch, sources, audio_channels, 2, freqs, frames)
         x = istft(torch.complex(x[:, :, :, 0], x[:, :, :, 1]), self.training_length)
-        xt = xt.float().view(batch, sources, audio_channels, -1) * std_t[:, None] + mean_t[:, None]
+        xt = torch.addcmul(mean_t[:, None], xt.float().view(batch, sources, audio_channels, -1), std_t[:, None])
         return (xt + x)[..., :length]
 
     def run_transformer(self, x: Tensor, xt: Tensor) -> tuple[Tensor, Tensor]:
