@@ -46,21 +46,24 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--only", choices=TOOLS, help="run one tool only")
     parser.add_argument("--weights", help="folder in the reference's --repo layout "
                         "(default $STEMSPLIT_TEST_WEIGHTS, else random weights)")
+    parser.add_argument("--folder", type=int, default=0, metavar="N",
+                        help="also separate a folder of N different 3-minute songs in one process per tool")
     parser.add_argument("--stemsplit-args", default="", help="extra stemsplit flags, e.g. '--batch-size 4'")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
-    args.lengths = [int(x) for x in args.lengths.split(",")]
+    args.lengths = [int(x) for x in args.lengths.split(",") if x]
     return args
 
 
-def synthesise(path: Path, seconds: int, chunk: int = 10 * RATE) -> None:
-    """A deterministic stereo song-like mix: chords, bass, noisy drum hits and noise."""
+def synthesise(path: Path, seconds: int, offset: int = 0, chunk: int = 10 * RATE) -> None:
+    """A deterministic stereo song-like mix: chords, bass, noisy drum hits and noise, taken from
+    `offset` seconds into an endless one (so different offsets give different songs)."""
     chords = np.array([[220.0, 277.2, 329.6], [196.0, 246.9, 293.7],
                        [174.6, 220.0, 261.6], [196.0, 246.9, 311.1]])
-    total = seconds * RATE
+    first, end = offset * RATE, (offset + seconds) * RATE
     with sf.SoundFile(path, "w", RATE, 2, "PCM_16") as out:
-        for start in range(0, total, chunk):
-            n = min(chunk, total - start)
+        for start in range(first, end, chunk):
+            n = min(chunk, end - start)
             rng = np.random.default_rng(start)  # seeded by position: the same audio at any length
             t = (start + np.arange(n)) / RATE
             notes = chords[(t // 2).astype(int) % len(chords)]
@@ -113,12 +116,12 @@ def stemsplit_exe() -> str:
     return str(Path(sys.executable).with_name("stemsplit"))
 
 
-def command(tool: str, repo: Path, track: Path, out: Path, extra: list[str]) -> list[str]:
+def command(tool: str, repo: Path, tracks: list[Path], out: Path, extra: list[str]) -> list[str]:
     common = ["-n", MODEL, "--repo", str(repo), "-o", str(out), "--shifts", "0",
               "--overlap", "0.25", "-d", "cpu", "--clip-mode", "none"]
     if tool == "stemsplit":
-        return [stemsplit_exe(), *common, "--bit-depth", "32", *extra, str(track)]
-    return [sys.executable, "-m", "demucs.separate", *common, "--float32", str(track)]
+        return [stemsplit_exe(), *common, "--bit-depth", "32", *extra, *map(str, tracks)]
+    return [sys.executable, "-m", "demucs.separate", *common, "--float32", *map(str, tracks)]
 
 
 def timed(cmd: list[str], log: Path) -> Run:
@@ -216,6 +219,16 @@ def measure(tool: str, cmd: list[str], repeat: int, log: Path) -> Run:
                statistics.median(r.cpu_s for r in runs))
 
 
+def folder_table(runs: dict[str, Run], songs: int) -> list[str]:
+    per_hour = {tool: 3600 * songs / run.wall_s for tool, run in runs.items()}
+    ratio = f"{runs['stemsplit'].wall_s / runs['reference'].wall_s:.2f}" if len(runs) == 2 else "-"
+    return [f"Folder of {songs} different 3-minute songs, one process per tool:", "",
+            "| tool | wall s | songs/h | peak RSS MB |", "| --- | --- | --- | --- |",
+            *(f"| {tool} | {run.wall_s:.0f} | {per_hour[tool]:.1f} | {run.peak_rss_mb:.0f} |"
+              for tool, run in runs.items()),
+            "", f"Wall-time ratio stemsplit/reference: {ratio}."]
+
+
 def main() -> None:
     args = parse_args()
     tools = [args.only] if args.only else list(TOOLS)
@@ -227,22 +240,35 @@ def main() -> None:
         tmp = Path(name)
         repo, weights = weights_folder(args, tmp)
         outs = {tool: tmp / f"out-{tool}" for tool in tools}
-        for i, seconds in enumerate(args.lengths):
+        warm_up = tmp / "warm-up.wav"
+        synthesise(warm_up, 10)
+        for tool in tools:  # fills the page cache with the tool's code and weights
+            print(f"warm-up: {shlex.join(command(tool, repo, [warm_up], outs[tool], extra))}", file=sys.stderr)
+            timed(command(tool, repo, [warm_up], outs[tool], extra), tmp / "log.txt")
+        for seconds in args.lengths:
             track = tmp / f"mix{seconds}s.wav"
             synthesise(track, seconds)
             results[seconds] = {}
             for tool in tools:
-                cmd = command(tool, repo, track, outs[tool], extra)
-                if i == 0:
-                    print(f"warm-up: {shlex.join(cmd)}", file=sys.stderr)
-                    timed(cmd, tmp / "log.txt")
                 print(f"{seconds} s input:", file=sys.stderr)
+                cmd = command(tool, repo, [track], outs[tool], extra)
                 results[seconds][tool] = measure(tool, cmd, args.repeat, tmp / "log.txt")
             if len(tools) == 2:
                 results[seconds]["sdr"] = compare(outs, track)
             track.unlink()  # 60 min of stems is ~5 GB per tool
             for out in outs.values():
                 shutil.rmtree(out / MODEL / track.stem)
+        folder_runs = {}
+        if args.folder:
+            folder = tmp / "folder"
+            folder.mkdir()
+            tracks = [folder / f"song{i:02d}.wav" for i in range(args.folder)]
+            for i, track in enumerate(tracks):
+                synthesise(track, SONG_SECONDS, offset=i * SONG_SECONDS)
+            for tool in tools:
+                print(f"folder of {args.folder} songs:", file=sys.stderr)
+                folder_runs[tool] = measure(tool, command(tool, repo, tracks, outs[tool], extra), 1,
+                                            tmp / "log.txt")
     stems = sorted({s for row in results.values() for s in row.get("sdr", {})})
     report = [*header, f"Weights: {weights}. Settings: shifts 0, overlap 0.25, default segment, "
               f"CPU, float32 wav, no clipping; stemsplit extra args: `{args.stemsplit_args}`. "
@@ -251,6 +277,7 @@ def main() -> None:
               "s/s: wall seconds per second of audio (start-up included); ratio: stemsplit/reference; "
               "peak RSS: largest process of the run; songs/h: 3-minute songs per hour at that "
               "row's rate; SDR: stemsplit's stem against the reference's.", "",
+              *(folder_table(folder_runs, args.folder) + [""] if folder_runs else []),
               "| start-up | median s |", "| --- | --- |",
               *(f"| `{c}` | {t:.3f} |" for c, t in startup(max(args.repeat, 5)).items())]
     text = "\n".join(report[len(header):])
