@@ -9,9 +9,8 @@ from typing import NamedTuple, Union
 
 import numpy as np
 import soundfile as sf
-import torch
 
-from .audio import open_song, resample
+from .audio import open_song, to_input_rate
 from .registry import Bag, default_model, load_bag
 from .separation import Settings, check_settings, resolve_device, separate_stream
 
@@ -42,12 +41,10 @@ class Separator:
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
                 blocks = list(separate_stream(self.bag, song, self.settings, self.device))
                 info = song.info
-        separated = torch.cat(blocks, dim=-1)
-        stems = {}
-        for name, stem in zip(self.bag.sources, separated):
-            stem = resample(stem, self.bag.samplerate, info.sample_rate)[..., :info.frames]
-            stem = torch.nn.functional.pad(stem, (0, info.frames - stem.shape[-1]))
-            stems[name] = np.ascontiguousarray(stem.numpy(), dtype=np.float32)
+        channels = self.bag.audio_channels
+        stems = {name: np.concatenate(list(to_input_rate((block[index].numpy() for block in blocks), channels,
+                                                         self.bag.samplerate, info.sample_rate, info.frames)), axis=1)
+                 for index, name in enumerate(self.bag.sources)}
         return Separated(stems, info.sample_rate)
 
 

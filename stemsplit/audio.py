@@ -462,9 +462,8 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
                 path, raw, channels = paths[index], raws[index], writers.channels[index]
                 if channels is None:
                     raise ValueError(f"no audio was written for {path}")
-                blocks = resample_blocks(_raw_blocks(raw, channels, path), source_rate, sample_rate)
-                blocks = (prevent_clipping(block, clip_mode, writers.peaks[index])
-                          for block in _fit_blocks(blocks, channels, frames))
+                blocks = to_input_rate(_raw_blocks(raw, channels, path), channels, source_rate, sample_rate, frames)
+                blocks = (prevent_clipping(block, clip_mode, writers.peaks[index]) for block in blocks)
                 _encode(blocks, temporaries[path], path, sample_rate, channels, format, bit_depth, bitrate,
                         dict(tags[index]) if tags else {})
                 raw.truncate(0)  # its disk space is free for the next stem
@@ -530,10 +529,12 @@ def _output_error(path: Path, exc: Exception) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
-def _fit_blocks(blocks: Iterable[np.ndarray], channels: int, frames: int) -> Iterator[np.ndarray]:
-    """A signal given in blocks, trimmed or zero-padded at the end to exactly `frames`."""
+def to_input_rate(blocks: Iterable[np.ndarray], channels: int, source_rate: int, sample_rate: int,
+                  frames: int) -> Iterator[np.ndarray]:
+    """A stem given in float32 `(channels, n)` blocks at the model's `source_rate`, resampled to the
+    input's `sample_rate` and trimmed or zero-padded at the end to the input's exact `frames`."""
     done = 0
-    for block in blocks:
+    for block in resample_blocks(blocks, source_rate, sample_rate):
         block = block[:, :frames - done]
         done += block.shape[1]
         yield block

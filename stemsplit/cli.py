@@ -11,12 +11,18 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .errors import StemsplitError
+
+if TYPE_CHECKING:
+    from .audio import Song
+    from .separation import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
@@ -203,7 +209,7 @@ class Result:
 
 @dataclass(frozen=True)
 class Options:
-    settings: object
+    settings: Settings
     device: str
     format: str
     bit_depth: int
@@ -214,16 +220,17 @@ class Options:
 def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
     """Run the separation of an opened song and write its stems, all or nothing."""
     from .audio import open_stem_writers
-    from .separation import chunk_count, separate_stream
+    from .separation import separate_stream
 
     names = list(paths)
-    task = progress.add_task(title, total=chunk_count(bag, song.length, options.settings))
+    task = progress.add_task(title, total=None)
     with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
                            source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
                            clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
                            jobs=options.jobs) as writers:
         for block in separate_stream(bag, song, options.settings, options.device,
-                                     progress=lambda: progress.advance(task)):
+                                     progress=lambda done, total: progress.update(task, completed=done,
+                                                                                  total=total)):
             writers.write(mix_stems(block, bag.sources, names))
     progress.remove_task(task)
 
@@ -240,22 +247,21 @@ class Prefetcher:
         self.cancelled = threading.Event()
         self.opener = lambda name: open_song(name, bag.samplerate, bag.audio_channels, cancelled=self.cancelled)
 
+    def _open_now(self, index: int) -> tuple[ExitStack, Song]:
+        with ExitStack() as stack:
+            song = stack.enter_context(self.opener(self.inputs[index]))
+            return stack.pop_all(), song
+
     def _start(self, index: int) -> None:
         if index < len(self.inputs) and index not in self.pending and self.inputs[index] != "-":
-            def enter():
-                context = self.opener(self.inputs[index])
-                return context, context.__enter__()
-            self.pending[index] = self.pool.submit(enter)
+            self.pending[index] = self.pool.submit(self._open_now, index)
 
-    def open(self, index: int):
-        """The context manager of input `index`, already entered; queue the next ones."""
+    def open(self, index: int) -> tuple[ExitStack, Song]:
+        """Input `index` opened as a song, with the stack that closes it; queue the next ones."""
         for ahead in range(index + 1, index + 1 + self.jobs):
             self._start(ahead)
         future = self.pending.pop(index, None)
-        if future is None:
-            context = self.opener(self.inputs[index])
-            return context, context.__enter__()
-        return future.result()
+        return self._open_now(index) if future is None else future.result()
 
     def close(self) -> None:
         self.cancelled.set()  # decodings under way stop at their next block and remove their files
@@ -264,23 +270,18 @@ class Prefetcher:
         self.pool.shutdown(wait=True)
         for future in self.pending.values():
             if not future.cancelled() and future.exception() is None:
-                context, _ = future.result()
-                context.__exit__(None, None, None)
+                stack, _ = future.result()
+                stack.close()
 
 
 def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
             progress, console: Console) -> Result:
     started = time.perf_counter()
-    context, song = prefetch.open(index)
-    for notice in song.info.notices:
-        console.info(f"  note: {notice}")
-    try:
+    stack, song = prefetch.open(index)
+    with stack:
+        for notice in song.info.notices:
+            console.info(f"  note: {notice}")
         separate_song(Path(input_name).name, song, bag, paths, options, progress)
-    except BaseException as exc:
-        if not context.__exit__(type(exc), exc, exc.__traceback__):
-            raise
-    else:
-        context.__exit__(None, None, None)
     return Result(input_name, "done", {stem: str(p) for stem, p in paths.items()},
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
 
@@ -304,7 +305,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
     bag = load_bag(model_name, repo)
     names = pick_stems(list(bag.sources), *names_wanted)
     try:
-        check_settings(bag, options.settings)
+        check_settings(bag, options.settings, options.device)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
@@ -402,7 +403,7 @@ def raise_terminated(signum: int, frame: object) -> None:
               help="Segments run through the network at once.")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
               show_default=True, help="Network arithmetic: float32 matches the reference; half precisions are "
-              "faster where the hardware supports them.")
+              "faster where the hardware supports them (float16 on GPUs only).")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose stems are all written already.")
 @click.option("--shard", metavar="I/N", help="Only every N-th input, starting at the I-th (0-based).")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,

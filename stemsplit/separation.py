@@ -33,6 +33,7 @@ class Settings:
 
 
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Progress = Callable[[int, int], None]  # (segments done, segments in all)
 
 
 class Mix(Protocol):
@@ -162,26 +163,19 @@ def make_passes(bag, length: int, settings: Settings, channels: int) -> list[lis
     return passes
 
 
-def chunk_count(bag, length: int, settings: Settings) -> int:
-    """How many segments separating `length` samples runs through models (for progress bars)."""
-    state = random.getstate()
-    try:
-        return sum(len(p.offsets) for model_passes in make_passes(bag, length, settings, 1) for p in model_passes)
-    finally:
-        random.setstate(state)
-
-
 def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str | torch.device = "cpu",
-                    progress: Callable[[], None] = lambda: None) -> Iterator[torch.Tensor]:
+                    progress: Progress = lambda done, total: None) -> Iterator[torch.Tensor]:
     """Separate `mix` into consecutive blocks of (sources, channels, samples), in song order.
 
-    `progress` is called once per segment run through a model.
+    `progress(done, total)` is called at the start and after each batch of segments run through a model.
     """
-    check_settings(bag, settings)
     device = torch.device(device)
+    check_settings(bag, settings, device)
     channels = bag.audio_channels
     std = mix.std + 1e-8
     passes = make_passes(bag, mix.length, settings, channels)
+    total, done = sum(len(p.offsets) for model_passes in passes for p in model_passes), 0
+    progress(done, total)
     weights = torch.tensor(bag.weights, dtype=torch.float32)
     scale = weights / weights.sum(0) / torch.tensor([len(p) for p in passes])[:, None]
     emitted = 0
@@ -189,7 +183,8 @@ def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str 
         for model in bag.models:
             model.to(device)
         while emitted < mix.length:
-            run_next_batch(passes, mix, std, device, settings, progress)
+            done += run_next_batch(passes, mix, std, device, settings)
+            progress(done, total)
             ready = min(min(p.position() for p in model_passes) for model_passes in passes)
             ready = min(ready, mix.length)
             if ready <= emitted:
@@ -200,12 +195,12 @@ def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str 
             emitted = ready
 
 
-def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device, settings: Settings,
-                   progress: Callable[[], None]) -> None:
-    """Run the segments furthest behind in the song: up to `batch_size` of one model at once."""
+def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device,
+                   settings: Settings) -> int:
+    """Run the segments furthest behind in the song, up to `batch_size` of one model at once; return how many."""
     pending = [p for model_passes in passes for p in model_passes if p.next < len(p.offsets)]
     if not pending:
-        return
+        return 0
     model = min(pending, key=Pass.position).model
     jobs = []
     for p in sorted((p for p in pending if p.model is model), key=Pass.position):
@@ -218,7 +213,7 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch
         outputs = model(inputs.to(device)).float().cpu()
     for (p, offset), output in zip(jobs, outputs):
         p.add(offset, output)
-        progress()
+    return len(jobs)
 
 
 def read_normalised(mix: Mix, start: int, length: int, std: float) -> torch.Tensor:
@@ -230,7 +225,7 @@ def read_normalised(mix: Mix, start: int, length: int, std: float) -> torch.Tens
 
 
 def separate_tensor(bag, mix: torch.Tensor, settings: Settings = Settings(), device: str | torch.device = "cpu",
-                    progress: Callable[[], None] = lambda: None) -> torch.Tensor:
+                    progress: Progress = lambda done, total: None) -> torch.Tensor:
     """Separate `mix` (channels, samples) at the bag's rate into (sources, channels, samples)."""
     return torch.cat(list(separate_stream(bag, TensorMix(mix), settings, device, progress)), dim=-1)
 
@@ -247,7 +242,7 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_settings(bag, settings: Settings) -> None:
+def check_settings(bag, settings: Settings, device: str | torch.device = "cpu") -> None:
     if settings.shifts < 0:
         raise ValueError("shifts must be >= 0")
     if not 0 <= settings.overlap < 1:
@@ -256,6 +251,9 @@ def check_settings(bag, settings: Settings) -> None:
         raise ValueError("batch size must be >= 1")
     if settings.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+    if settings.precision == "float16" and torch.device(device).type == "cpu":
+        # oneDNN has no float16 kernels for most CPUs: it would run several times slower than float32
+        raise ValueError("float16 is for GPUs; on CPU use bfloat16")
     if settings.segment is not None:
         longest = min(float(model.segment) for model in bag.models)
         if not 0 < settings.segment <= longest:

@@ -104,6 +104,7 @@ def test_a_batch_goes_on_past_bad_files_and_fails_at_the_end(tmp_path, song, tin
     (["{song}", "--stems", "kazoo"], 2, "unknown stem 'kazoo'"),
     (["{song}", "--overlap", "1.5"], 2, "--overlap"),
     (["{song}", "--segment", "99"], 2, "segment"),
+    (["{song}", "--precision", "float16", "-d", "cpu"], 2, "float16 is for GPUs; on CPU use bfloat16"),
     (["{song}", "--filename", "../../{stem}.{ext}"], 2, "outside the output folder"),
     (["{song}", "-o", "{file}/out"], 4, "cannot write"),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from oracle import model_pair, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
 from stemsplit.registry import Bag
-from stemsplit.separation import Settings, chunk_count, separate_tensor, transition_weight, window
+from stemsplit.separation import Settings, separate_tensor, transition_weight, window
 
 
 def reference_separate(models, weights, mix, **options):
@@ -58,10 +59,12 @@ def test_single_model_matches_reference(small_pair, seconds):
     mix = random_mix(seconds)
     expected = reference_separate([reference], None, mix, shifts=0, overlap=0.25)
     calls = []
-    result = separate_tensor(small_bag(ours), mix, Settings(), progress=lambda: calls.append(1))
+    result = separate_tensor(small_bag(ours), mix, Settings(), progress=lambda *counts: calls.append(counts))
     assert result.shape == (len(ours.sources), 2, mix.shape[-1])
     assert relative_error(result, expected) < 1e-4
-    assert len(calls) == chunk_count(small_bag(ours), mix.shape[-1], Settings())
+    segments = math.ceil(mix.shape[-1] / int(0.75 * ours.training_length))
+    assert [done for done, _ in calls] == list(range(segments + 1))
+    assert {total for _, total in calls} == {segments}
 
 
 def test_overlap_segment_and_batching_match_reference(small_pair):
