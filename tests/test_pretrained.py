@@ -17,7 +17,7 @@ import torch
 from oracle import relative_error
 from stemsplit.audio import load_audio
 from stemsplit.registry import load_bag, read_catalogue
-from stemsplit.separation import separate_tensor
+from stemsplit.separation import Settings, separate_tensor
 
 WEIGHTS = os.environ.get("STEMSPLIT_TEST_WEIGHTS")
 
@@ -57,3 +57,16 @@ def test_htdemucs_matches_the_reference_with_real_weights(shared_audio):
         expected = apply_model(reference, ((mix - mean) / std)[None], shifts=0)[0] * std + mean
     result = separate_tensor(load_bag("htdemucs", Path(WEIGHTS)), mix)
     assert relative_error(result, expected) < 1e-4
+
+
+def test_bfloat16_fast_mode_stays_above_40_db_of_the_exact_output(shared_audio):
+    """The bar for offering the fast mode (issue 3): every stem within 40 dB SDR of float32's."""
+    if not (Path(WEIGHTS) / "htdemucs.yaml").is_file():
+        pytest.skip(f"no htdemucs.yaml in {WEIGHTS}")
+    bag = load_bag("htdemucs", Path(WEIGHTS))
+    for track in sorted(shared_audio.iterdir()):
+        mix = torch.from_numpy(load_audio(track / "mixture.flac")[0])
+        exact = separate_tensor(bag, mix).numpy()
+        fast = separate_tensor(bag, mix, Settings(precision="bfloat16")).numpy()
+        scores = {stem: sdr(fast[i], exact[i]) for i, stem in enumerate(bag.sources)}
+        assert min(scores.values()) > 40, (track.name, scores)
