@@ -26,7 +26,7 @@ class Separator:
     """A loaded model with its settings, ready to separate many songs."""
 
     def __init__(self, bag: Bag, device: str, settings: Settings):
-        check_settings(bag, settings)
+        check_settings(bag, settings, device)
         self.bag, self.device, self.settings = bag, device, settings
 
     @property

@@ -242,7 +242,7 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_settings(bag, settings: Settings, device: str | torch.device = "cpu") -> None:
+def check_settings(bag, settings: Settings, device: str | torch.device) -> None:
     if settings.shifts < 0:
         raise ValueError("shifts must be >= 0")
     if not 0 <= settings.overlap < 1:

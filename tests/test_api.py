@@ -9,7 +9,7 @@ import torch
 
 import stemsplit
 from stemsplit.registry import load_bag
-from stemsplit.separation import separate_tensor
+from stemsplit.separation import Settings, check_settings, separate_tensor
 
 
 @pytest.fixture(scope="module")
@@ -55,3 +55,11 @@ def test_one_off_separate_and_bad_input(tiny_repo):
         stemsplit.separate(b"definitely not audio", model="tiny", repo=tiny_repo)
     with pytest.raises(ValueError, match="overlap"):
         stemsplit.load_model("tiny", repo=tiny_repo, overlap=2.0)
+
+
+def test_float16_is_refused_on_cpu_only(tiny_repo):
+    with pytest.raises(ValueError, match="float16 is for GPUs"):
+        stemsplit.load_model("tiny", repo=tiny_repo, device="cpu", precision="float16")
+    bag = load_bag("tiny", tiny_repo)
+    check_settings(bag, Settings(precision="float16"), "cuda")  # allowed wherever a GPU runs it
+    check_settings(bag, Settings(precision="bfloat16"), "cpu")
