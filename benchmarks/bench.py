@@ -243,8 +243,9 @@ def main() -> None:
         warm_up = tmp / "warm-up.wav"
         synthesise(warm_up, 10)
         for tool in tools:  # fills the page cache with the tool's code and weights
-            print(f"warm-up: {shlex.join(command(tool, repo, [warm_up], outs[tool], extra))}", file=sys.stderr)
-            timed(command(tool, repo, [warm_up], outs[tool], extra), tmp / "log.txt")
+            cmd = command(tool, repo, [warm_up], outs[tool], extra)
+            print(f"warm-up: {shlex.join(cmd)}", file=sys.stderr)
+            timed(cmd, tmp / "log.txt")
         for seconds in args.lengths:
             track = tmp / f"mix{seconds}s.wav"
             synthesise(track, seconds)

@@ -198,9 +198,10 @@ def _decode(path: Path, name: str, work: Path, channels: int | None = None,
     if returncode:
         if b"matches no streams" in stderr:
             raise InputError(f"{name} has no audio stream")
-        if _ffmpeg_reason(stderr) in (os.strerror(code) for code in DISK_FULL):
-            raise _temporary_error(work, _ffmpeg_reason(stderr))
-        raise InputError(f"cannot decode {name}: {_ffmpeg_reason(stderr)}")
+        reason = _ffmpeg_reason(stderr)
+        if reason in (os.strerror(code) for code in DISK_FULL):
+            raise _temporary_error(work, reason)
+        raise InputError(f"cannot decode {name}: {reason}")
     return decoded, _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
 
 

@@ -288,7 +288,7 @@ def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[
 
 def run(console: Console, inputs: tuple[str, ...], options: Options, model_name: str | None, repo: Path | None,
         out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
-        skip_existing: bool, as_json: bool, to_stdout: str | None, jobs: int) -> int:
+        skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
     from .audio import find_ffmpeg
     from .registry import default_model, load_bag
     from .separation import check_settings
@@ -323,7 +323,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
     todo = [name for name, paths in plan.items()
             if name not in clashes and not (skip_existing and stems_present(paths))]
     results: list[Result] = []
-    prefetch = Prefetcher(todo, bag, jobs)
+    prefetch = Prefetcher(todo, bag, options.jobs)
     try:
         with console.progress() as progress:
             for position, (input_name, paths) in enumerate(plan.items(), 1):
@@ -435,7 +435,7 @@ def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, s
     try:
         options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs)
         code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
-                   parse_shard(shard), skip_existing, as_json, to_stdout, jobs)
+                   parse_shard(shard), skip_existing, as_json, to_stdout)
     except StemsplitError as exc:
         console.error(str(exc))
         code = exc.exit_code
