@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_configs import PRETRAINED_KWARGS  # noqa: E402
 
-from stemsplit.model import HTDemucs  # noqa: E402
+from stemsplit.networks.htdemucs import HTDemucs  # noqa: E402
 
 OVERLAP = 0.25  # the engine's default: each forward advances the song by 3/4 of a segment
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -11,7 +11,8 @@ import numpy as np
 import soundfile as sf
 
 from .audio import open_song, to_input_rate
-from .registry import Bag, default_model, load_bag
+from .bag import Bag
+from .registry import load_bag
 from .separation import Settings, check_settings, resolve_device, separate_stream
 
 AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
@@ -30,8 +31,8 @@ class Separator:
         self.bag, self.device, self.settings = bag, device, settings
 
     @property
-    def sources(self) -> list[str]:
-        return self.bag.sources
+    def stems(self) -> list[str]:
+        return self.bag.stems
 
     def separate(self, source: AudioSource) -> Separated:
         """Stems of a file path, the bytes of an audio file, or a `(samples, rate)` pair where samples
@@ -44,7 +45,7 @@ class Separator:
         channels = self.bag.audio_channels
         stems = {name: np.concatenate(list(to_input_rate((block[index].numpy() for block in blocks), channels,
                                                          self.bag.samplerate, info.sample_rate, info.frames)), axis=1)
-                 for index, name in enumerate(self.bag.sources)}
+                 for index, name in enumerate(self.bag.stems)}
         return Separated(stems, info.sample_rate)
 
 
@@ -64,14 +65,19 @@ def as_file(source: AudioSource, folder: Path) -> Path:
     return path
 
 
-def load_model(name: str | None = None, *, repo: str | Path | None = None, device: str = "auto",
-               **settings: object) -> Separator:
-    """The named model (default `htdemucs`) on `device` ("auto", "cpu", "cuda", "mps").
+def load_model(name: str | None = None, *, repo: str | Path | None = None, checkpoint: str | Path | None = None,
+               config: str | Path | None = None, device: str = "auto", **settings: object) -> Separator:
+    """The named model (default `htdemucs`), or a local RoFormer `checkpoint` with its YAML `config`,
+    on `device` ("auto", "cpu", "cuda", "mps").
 
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
     """
-    bag = load_bag(name or default_model(), Path(repo) if repo is not None else None)
+    bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
     return Separator(bag, resolve_device(device), replace(Settings(), **settings))
+
+
+def _path(value: str | Path | None) -> Path | None:
+    return None if value is None else Path(value)
 
 
 def separate(source: AudioSource, model: str | None = None, **options: object) -> Separated:

@@ -99,13 +99,11 @@ def _ffmpeg_reason(stderr: bytes) -> str:
 class Song:
     """A decoded song at the requested rate and channel count, kept in a temporary file.
 
-    `length` is its number of frames; `mean` and `std` (unbiased) describe its mono mix.
+    `length` is its number of frames.
     """
 
     info: AudioInfo
     length: int
-    mean: float
-    std: float
     channels: int
     file: BinaryIO = field(repr=False)
 
@@ -144,7 +142,7 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
         with open(work / "song.f32", "w+b") as file:
             try:
                 with sf.SoundFile(decoded) as wav:
-                    moments, replaced = _store_song(wav, file, sample_rate, channels, cancelled)
+                    length, replaced = _store_song(wav, file, sample_rate, channels, cancelled)
             except OSError as exc:
                 if exc.errno in DISK_FULL:
                     raise _temporary_error(work, exc.strerror) from None
@@ -153,7 +151,7 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
             if replaced:
                 notices.append(f"replaced {replaced} NaN/inf samples with 0")
             info = AudioInfo(native_rate, native_channels, frames, tags, tuple(notices))
-            yield Song(info, moments.count, moments.mean, moments.std, channels, file)
+            yield Song(info, length, channels, file)
 
 
 def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> tuple[np.ndarray, AudioInfo]:
@@ -238,10 +236,10 @@ def _temporary_error(work: Path, reason: str) -> OutputError:
 
 
 def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: int,
-                cancelled: threading.Event | None = None) -> tuple[_Moments, int]:
+                cancelled: threading.Event | None = None) -> tuple[int, int]:
     """Append `wav` to `file` with NaN/inf zeroed, `channels` channels and `sample_rate`.
 
-    Returns the moments of the stored signal's mono mix and the number of samples zeroed.
+    Returns the number of frames stored and the number of samples zeroed.
     """
     replaced = 0
 
@@ -256,35 +254,11 @@ def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: i
             block = np.repeat(block.T, 2, axis=0) if block.shape[1] == 1 else block.T
             yield block.mean(axis=0, keepdims=True) if channels == 1 else block
 
-    moments = _Moments()
+    length = 0
     for block in resample_blocks(conformed(), wav.samplerate, sample_rate):
         _append_raw(file, block)
-        moments.add(block.mean(axis=0, dtype=np.float64))
-    return moments, replaced
-
-
-@dataclass
-class _Moments:
-    """Count, mean and unbiased standard deviation of values given in batches (Chan et al.'s update)."""
-
-    count: int = 0
-    mean: float = 0.0
-    squares: float = 0.0  # sum of squared deviations from the mean
-
-    def add(self, values: np.ndarray) -> None:
-        if not values.size:
-            return
-        mean = float(values.mean())
-        total = self.count + values.size
-        delta = mean - self.mean
-        self.squares += float(np.square(values - mean).sum()) + delta**2 * self.count * values.size / total
-        self.mean += delta * values.size / total
-        self.count = total
-
-    @property
-    def std(self) -> float:
-        """Like torch.std (divides by count - 1), but 0 for a single value."""
-        return math.sqrt(self.squares / max(self.count - 1, 1))
+        length += block.shape[1]
+    return length, replaced
 
 
 def _parse_ffmetadata(text: str) -> dict[str, str]:

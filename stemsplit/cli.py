@@ -22,6 +22,7 @@ from .errors import StemsplitError
 
 if TYPE_CHECKING:
     from .audio import Song
+    from .bag import Bag
     from .separation import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -115,27 +116,38 @@ def stem_paths(out: Path, template: str, input_name: str, model: str, stems: lis
     return paths
 
 
-def pick_stems(sources: list[str], stems: tuple[str, ...], two_stems: str | None) -> list[str]:
-    """Names of the stems to write: model sources, a subset, or STEM plus no_STEM."""
+def pick_stems(stems_of_model: list[str], stems: tuple[str, ...], two_stems: str | None) -> list[str]:
+    """Names of the stems to write: the model's stems, a subset, or STEM plus no_STEM."""
     wanted = [two_stems] if two_stems else list(stems)
-    unknown = [s for s in wanted if s not in sources]
+    unknown = [s for s in wanted if s not in stems_of_model]
     if unknown:
-        raise click.BadParameter(f"unknown stem {unknown[0]!r}; this model has {', '.join(sources)}",
+        raise click.BadParameter(f"unknown stem {unknown[0]!r}; this model has {', '.join(stems_of_model)}",
                                  param_hint="--stems" if stems else "--two-stems")
     if two_stems:
         return [two_stems, f"no_{two_stems}"]
-    return wanted or list(sources)
+    return wanted or list(stems_of_model)
 
 
-def mix_stems(separated, sources: list[str], names: list[str]) -> list:
-    """One array per name; `no_X` is the sum of every source but X."""
+def bag_for(bag: Bag, names: list[str], other_method: str) -> Bag:
+    """The part of `bag` that the stems `names` need: `no_X` by the `minus` method is the mix minus X,
+    a residual needing only X's networks; by `add` it is the sum of the other stems, needing them all."""
+    derived = [name for name in names if name not in bag.stems]
+    if not derived:
+        return bag.needing(names)
+    if other_method == "minus":
+        return bag.needing(names, residual=derived[0])
+    return bag.needing(bag.stems)
+
+
+def mix_stems(separated, stems_of_bag: list[str], names: list[str]) -> list:
+    """One array per name; `no_X` that the bag does not give is the sum of its stems but X."""
     stems = []
     for name in names:
-        if name.startswith("no_") and name not in sources:
-            kept = [i for i, s in enumerate(sources) if s != name[3:]]
-            stems.append(separated[kept].sum(0).numpy())
+        if name in stems_of_bag:
+            stems.append(separated[stems_of_bag.index(name)].numpy())
         else:
-            stems.append(separated[sources.index(name)].numpy())
+            kept = [i for i, s in enumerate(stems_of_bag) if s != name[3:]]
+            stems.append(separated[kept].sum(0).numpy())
     return stems
 
 
@@ -215,6 +227,23 @@ class Options:
     bit_depth: int
     clip_mode: str
     jobs: int
+    other_method: str
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A catalogue model by name (or from a `--repo` folder), or a local checkpoint with its config."""
+
+    name: str | None
+    repo: Path | None
+    checkpoint: Path | None
+    config: Path | None
+
+    def check(self) -> None:
+        if (self.checkpoint is None) != (self.config is None):
+            raise click.UsageError("--checkpoint and --config go together")
+        if self.checkpoint is not None and (self.name or self.repo):
+            raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
 
 
 def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
@@ -231,7 +260,7 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
         for block in separate_stream(bag, song, options.settings, options.device,
                                      progress=lambda done, total: progress.update(task, completed=done,
                                                                                   total=total)):
-            writers.write(mix_stems(block, bag.sources, names))
+            writers.write(mix_stems(block, bag.stems, names))
     progress.remove_task(task)
 
 
@@ -286,11 +315,11 @@ def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
 
 
-def run(console: Console, inputs: tuple[str, ...], options: Options, model_name: str | None, repo: Path | None,
+def run(console: Console, inputs: tuple[str, ...], options: Options, model: ModelChoice,
         out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
         skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
     from .audio import find_ffmpeg
-    from .registry import default_model, load_bag
+    from .registry import load_bag
     from .separation import check_settings
 
     files = list(dict.fromkeys(audio_inputs(inputs)))[shard[0]::shard[1]]
@@ -298,19 +327,20 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if to_stdout and len(files) != 1:
         raise click.UsageError("--stdout takes exactly one input")
-    model_name = model_name or default_model()
     ffmpeg_path, ffmpeg_origin = find_ffmpeg()
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
     console.detail(f"device: {options.device}")
-    bag = load_bag(model_name, repo)
-    names = pick_stems(list(bag.sources), *names_wanted)
+    model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
+    names = pick_stems(model_bag.stems, *names_wanted)
+    bag = bag_for(model_bag, names, options.other_method)
+    console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     try:
         check_settings(bag, options.settings, options.device)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
-    model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(model_name)
-    plan = {name: stem_paths(model_out, template, name, safe_name(model_name), names, options.format)
+    model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
+    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, options.format)
             for name in files}
     owners: dict[Path, str] = {}  # stem path -> the first input writing it
     clashes = {}  # input -> the earlier input whose stems it would overwrite
@@ -380,6 +410,10 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-n", "--model", "model_name", metavar="NAME", help="Model from `stemsplit models` [default: htdemucs].")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path),
               help="Local folder of weights standing in for the Hugging Face Hub.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
+              help="A local RoFormer checkpoint (.ckpt/.pth), run with --config.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
+              help="The YAML configuration of --checkpoint.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("separated"),
               show_default=True, help="Output folder.")
 @click.option("--filename", default=DEFAULT_TEMPLATE, show_default=True,
@@ -388,10 +422,14 @@ def raise_terminated(signum: int, frame: object) -> None:
               show_default=True)
 @click.option("--shifts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Average this many randomly time-shifted passes (slower, slightly better).")
-@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True,
-              help="Overlap between segments.")
+@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True),
+              help="Overlap between segments of HT Demucs models [default: 0.25]; RoFormers overlap as "
+              "their configuration says.")
 @click.option("--segment", type=click.FloatRange(0, min_open=True), help="Segment length in seconds.")
 @click.option("--two-stems", metavar="STEM", help="Write only STEM and no_STEM (the rest mixed).")
+@click.option("--other-method", type=click.Choice(["add", "minus"]), default="add", show_default=True,
+              help="How --two-stems makes no_STEM: add the other stems, or the mix minus STEM (faster: it runs "
+              "only the networks STEM needs, and the pair sums to the mix exactly).")
 @click.option("--stems", "stems", metavar="STEM[,STEM...]", default="",
               help="Write only these stems (comma-separated).")
 @click.option("--format", "audio_format", type=click.Choice(OUTPUT_FORMATS), default="wav", show_default=True)
@@ -412,8 +450,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("--stdout", "to_stdout", metavar="STEM", help="Write STEM (or no_STEM) as WAV to stdout only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say more (ffmpeg used, device, model files).")
-def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, segment, two_stems, stems,
-             audio_format, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout,
+def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
+             two_stems, other_method, stems, audio_format, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout,
              quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     from .separation import Settings
@@ -433,8 +471,10 @@ def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, s
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
-        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs)
-        code = run(console, inputs, options, model_name, repo, out, filename, (stems, two_stems),
+        model = ModelChoice(model_name, repo, checkpoint, config)
+        model.check()
+        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method)
+        code = run(console, inputs, options, model, out, filename, (stems, two_stems),
                    parse_shard(shard), skip_existing, as_json, to_stdout)
     except StemsplitError as exc:
         console.error(str(exc))
@@ -456,10 +496,11 @@ def models() -> None:
 
     from .registry import default_model, is_cached, read_catalogue
 
-    table = Table("name", "stems", "cached", "description")
+    table = Table("name", "family", "stems", "licence", "pinned", "cached", "description")
     default = default_model()
     for name, info in read_catalogue().items():
         label = f"{name} (default)" if name == default else name
-        table.add_row(label, ", ".join(info.stems), "yes" if is_cached(info) else "no", info.description)
+        table.add_row(label, info.family, ", ".join(info.stems), info.licence, "yes" if info.pinned else "no",
+                      "yes" if is_cached(info) else "no", info.description)
     RichConsole().print(table)
 

@@ -9,19 +9,22 @@ local folder laid out like the reference tool's model repository (`--repo DIR`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import yaml
 
+from .bag import Bag, Member
 from .errors import ModelError
 
 if TYPE_CHECKING:  # torch is imported only when a model is loaded, so listing models stays fast
-    from .model import HTDemucs
+    from .networks.htdemucs import HTDemucs
 
 try:
     import tomllib
@@ -29,6 +32,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 CATALOGUE = Path(__file__).with_name("models.toml")
+CONFIGS = Path(__file__).with_name("configs")  # the YAML of each catalogue RoFormer
+RECORDS = "stemsplit-verified.json"  # in a model's cache folder: the SHA-256 of its unpinned files
+
+HTDEMUCS, BS_ROFORMER, MEL_BAND_ROFORMER, ENSEMBLE = "htdemucs", "bs_roformer", "mel_band_roformer", "ensemble"
+FAMILIES = (HTDEMUCS, BS_ROFORMER, MEL_BAND_ROFORMER, ENSEMBLE)
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -37,67 +45,49 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One network of a model, as published on the Hub and in the legacy repository."""
+    """One network's file on the Hub: pinned by SHA-256, or verified against the Hub's own when `sha256` is None."""
 
-    signature: str
-    safetensors: str
-    safetensors_sha256: str
-    legacy: str
-    legacy_sha256: str
-    legacy_size: int
-    weights: tuple[float, ...]  # how much each stem of this network counts in the bag
+    name: str
+    sha256: str | None = None
+    legacy: str | None = None  # HT Demucs: its name in the reference tool's original repository
+    legacy_sha256: str | None = None
+    weights: tuple[float, ...] | None = None  # how much each stem of this network counts in the bag
+
+    @property
+    def signature(self) -> str:
+        return Path(self.name).stem
+
+
+@dataclass(frozen=True)
+class EnsemblePart:
+    """An ensemble's use of another model: the stems taken from it."""
+
+    model: str
+    stems: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A catalogue entry."""
+
     name: str
+    family: str
     description: str
+    licence: str
     stems: tuple[str, ...]
-    repo: str
-    revision: str
-    segment: float
-    files: tuple[WeightFile, ...]
-
-
-@dataclass
-class Bag:
-    """Networks whose outputs are mixed with per-stem weights to give one model's stems."""
-
-    name: str
-    models: list[HTDemucs]
-    weights: list[list[float]]  # per network, per source
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ModelError(f"model '{self.name}' lists no networks")
-        first = self.models[0]
-        for model in self.models[1:]:
-            if (model.sources, model.samplerate, model.audio_channels) != (
-                first.sources, first.samplerate, first.audio_channels
-            ):
-                raise ModelError(
-                    f"the networks of model '{self.name}' disagree on sources, sample rate "
-                    "or channels, so they cannot be mixed"
-                )
-        if len(self.weights) != len(self.models) or any(
-            len(row) != len(first.sources) for row in self.weights
-        ):
-            raise ModelError(
-                f"model '{self.name}' needs {len(first.sources)} weights (one per source) "
-                f"for each of its {len(self.models)} networks"
-            )
+    repo: str = ""
+    revision: str = ""
+    files: tuple[WeightFile, ...] = ()
+    config: str | None = None  # RoFormers: the YAML in stemsplit/configs
+    parts: tuple[EnsemblePart, ...] = ()  # ensembles
+    residual: str | None = None  # ensembles: the stem that is the mix minus the others
 
     @property
-    def sources(self) -> list[str]:
-        return list(self.models[0].sources)
-
-    @property
-    def samplerate(self) -> int:
-        return self.models[0].samplerate
-
-    @property
-    def audio_channels(self) -> int:
-        return self.models[0].audio_channels
+    def pinned(self) -> bool:
+        """Whether the revision is a commit and every file has a pinned SHA-256."""
+        if self.family == ENSEMBLE:
+            return all(find_model(part.model).pinned for part in self.parts)
+        return bool(COMMIT_PATTERN.fullmatch(self.revision)) and all(file.sha256 for file in self.files)
 
 
 # The catalogue
@@ -123,7 +113,8 @@ def find_model(name: str, catalogue: dict[str, ModelInfo] | None = None) -> Mode
     catalogue = read_catalogue() if catalogue is None else catalogue
     if name not in catalogue:
         known = ", ".join(sorted(catalogue))
-        raise ModelError(f"unknown model '{name}'; known models: {known} (or use --repo DIR)")
+        raise ModelError(f"unknown model '{name}'; known models: {known} "
+                         "(or use --repo DIR, or --checkpoint FILE --config FILE)")
     return catalogue[name]
 
 
@@ -136,18 +127,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
     try:
-        files = tuple(
-            WeightFile(**{**file, "weights": tuple(file["weights"])}) for file in entry["files"]
-        )
-        info = ModelInfo(
-            name=name,
-            description=entry["description"],
-            stems=tuple(entry["stems"]),
-            repo=entry["repo"],
-            revision=entry["revision"],
-            segment=float(entry["segment"]),
-            files=files,
-        )
+        files = tuple(WeightFile(**{**file, "weights": _tuple_or_none(file.get("weights"))})
+                      for file in entry.get("files", ()))
+        parts = tuple(EnsemblePart(part["model"], tuple(part["stems"])) for part in entry.get("parts", ()))
+        info = ModelInfo(name=name, family=entry["family"], description=entry["description"],
+                         licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
+                         revision=entry.get("revision", ""), files=files, config=entry.get("config"),
+                         parts=parts, residual=entry.get("residual"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _catalogue_problem(info)
@@ -156,40 +142,103 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
     return info
 
 
+def _tuple_or_none(values: Any) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(value) for value in values)
+
+
 def _catalogue_problem(info: ModelInfo) -> str | None:
-    if not COMMIT_PATTERN.fullmatch(info.revision):
-        return "revision must be a full 40-hex commit hash"
-    if not info.files:
-        return "it lists no files"
+    if info.family not in FAMILIES:
+        return f"family must be one of {', '.join(FAMILIES)}"
+    if info.family == ENSEMBLE:
+        return None if info.parts and info.residual in info.stems else "an ensemble needs parts and a residual stem"
+    if not info.repo or not info.revision or not info.files:
+        return "it needs a repo, a revision and files"
+    if info.family != HTDEMUCS and not info.config:
+        return "a RoFormer needs its config"
     for file in info.files:
-        if not (SHA256_PATTERN.fullmatch(file.safetensors_sha256)
-                and SHA256_PATTERN.fullmatch(file.legacy_sha256)):
-            return f"{file.signature}: SHA-256 values must be 64 lowercase hex digits"
-        if len(file.weights) != len(info.stems):
-            return f"{file.signature}: needs one weight per stem"
+        for sha256 in (file.sha256, file.legacy_sha256):
+            if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
+                return f"{file.name}: SHA-256 values must be 64 lowercase hex digits"
+        if file.weights is not None and len(file.weights) != len(info.stems):
+            return f"{file.name}: needs one weight per stem"
     return None
 
 
 # Loading a model by name
 
-def load_bag(name: str, repo: Path | None = None) -> Bag:
-    """The named model, from the Hub (through its cache) or from the local folder `repo`."""
+def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify = lambda message: None,
+             checkpoint: Path | None = None, config: Path | None = None) -> Bag:
+    """The named model (default: the catalogue's) from the Hub through its cache or from the local
+    folder `repo`, or a local `checkpoint` with its `config`. `notify` hears of a first download,
+    with the model's licence."""
+    if checkpoint is not None:
+        if config is None:
+            raise ModelError("a checkpoint needs its config (the YAML it was trained with)")
+        return checkpoint_bag(checkpoint.stem, checkpoint, config)
+    name = name or default_model()
     if repo is not None:
         return load_local_bag(name, repo)
-    return download_bag(find_model(name))
+    return download_bag(find_model(name), notify)
 
 
-def download_bag(info: ModelInfo) -> Bag:
-    from .weights import load_safetensors
+def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
+    if info.family == ENSEMBLE:
+        return ensemble_bag(info, notify)
+    if not is_cached(info):
+        notify(f"downloading model '{info.name}' (licence: {info.licence})")
+    fetched = [fetch(info, file) for file in info.files]
+    identity = f"{info.name}:" + ",".join(sha256 for _, sha256 in fetched)
+    if info.family == HTDEMUCS:
+        from .weights import load_safetensors
 
-    models = [load_safetensors(fetch(info, file)) for file in info.files]
-    bag = Bag(info.name, models, [list(file.weights) for file in info.files])
-    if bag.sources != list(info.stems):
-        raise ModelError(
-            f"model '{info.name}' separates {bag.sources}, not {list(info.stems)} "
-            "as the catalogue says"
-        )
+        networks = [load_safetensors(path) for path, _ in fetched]
+        bag = demucs_bag(info.name, networks, [file.weights for file in info.files], identity)
+    else:
+        bag = checkpoint_bag(info.name, fetched[0][0], CONFIGS / info.config, identity)
+    if tuple(bag.stems) != info.stems:
+        raise ModelError(f"model '{info.name}' separates {bag.stems}, not {list(info.stems)} as the catalogue says")
     return bag
+
+
+def demucs_bag(name: str, networks: list[HTDemucs], weights: list[tuple[float, ...] | None], identity: str) -> Bag:
+    """HT Demucs networks mixed with per-stem weights (all 1 where none are given)."""
+    sources = list(networks[0].sources)
+    if any(list(network.sources) != sources for network in networks):
+        raise ModelError(f"the networks of model '{name}' disagree on sources, so they cannot be mixed")
+    if any(row is not None and len(row) != len(sources) for row in weights):
+        raise ModelError(f"model '{name}' needs {len(sources)} weights (one per source) for each network")
+    members = [Member(network, dict(zip(sources, row or [1.0] * len(sources))))
+               for network, row in zip(networks, weights)]
+    return Bag(name, sources, members, identity=identity)
+
+
+def checkpoint_bag(name: str, checkpoint: Path, config: Path, identity: str | None = None) -> Bag:
+    """A community RoFormer checkpoint with its YAML: a single-target model gives its target and
+    `no_{target}`, the mix minus the target; a multi-instrument one gives each instrument."""
+    from .checkpoint import load_network
+
+    network = load_network(checkpoint, config)
+    if identity is None:
+        stat = checkpoint.stat()
+        identity = f"{checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{sha256_of(config)}"
+    weights = {source: 1.0 for source in network.sources}
+    if len(network.sources) == 1:
+        target = network.sources[0]
+        return Bag(name, [target, f"no_{target}"], [Member(network, weights)], f"no_{target}", identity)
+    return Bag(name, list(network.sources), [Member(network, weights)], identity=identity)
+
+
+def ensemble_bag(info: ModelInfo, notify: Notify) -> Bag:
+    """Stems taken from other models; the residual stem is the mix minus them all."""
+    members, identities = [], []
+    for part in info.parts:
+        bag = download_bag(find_model(part.model), notify)
+        if bag.residual in part.stems:
+            raise ModelError(f"ensemble '{info.name}' takes '{bag.residual}' from '{part.model}', "
+                             "which only derives it from the mix")
+        members += bag.needing(list(part.stems)).members
+        identities.append(bag.identity)
+    return Bag(info.name, list(info.stems), members, info.residual, "+".join(identities))
 
 
 # The Hub and its cache
@@ -208,44 +257,109 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
+def _repo_folder(info: ModelInfo) -> Path:
+    return hub_cache() / f"models--{info.repo.replace('/', '--')}"
+
+
 def is_cached(info: ModelInfo) -> bool:
     """Whether every file of the model is in the cache (looked up on disk, in the Hub cache layout)."""
-    snapshot = hub_cache() / f"models--{info.repo.replace('/', '--')}" / "snapshots" / info.revision
-    return all((snapshot / file.safetensors).is_file() for file in info.files)
+    if info.family == ENSEMBLE:
+        return all(is_cached(find_model(part.model)) for part in info.parts)
+    records = _read_records(info)
+    for file in info.files:
+        commit = info.revision if file.sha256 else records.get(_record_key(info, file), {}).get("commit")
+        if commit is None or not (_repo_folder(info) / "snapshots" / commit / file.name).is_file():
+            return False
+    return True
 
 
-def fetch(info: ModelInfo, file: WeightFile) -> Path:
-    """The cached path of a verified weight file, downloading it if needed."""
+def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
+    """The cached path of a verified weight file and its SHA-256, downloading it if needed.
+
+    A file without a pinned SHA-256 is checked against the one the Hub publishes for it (its LFS
+    object id) at the commit the revision pointed to on first download; both are then recorded
+    in the cache, so later runs, online or not, check against that record.
+    """
+    commit, sha256 = info.revision, file.sha256
+    if sha256 is None:
+        commit, sha256 = _verified_origin(info, file)
+    path = _download(info, file, commit)
+    if sha256_of(path) != sha256:
+        _remove_cached(path)
+        raise ModelError(
+            f"{file.name} of model '{info.name}' was corrupt (sha256 mismatch); "
+            "the bad file was removed, run again to re-download"
+        )
+    if file.sha256 is None:
+        _write_record(info, file, commit, sha256)
+    return path, sha256
+
+
+def _download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
     try:
-        path = Path(hf_hub_download(
-            info.repo,
-            file.safetensors,
-            revision=info.revision,
-            cache_dir=hub_cache(),
-            endpoint=os.environ.get("HF_ENDPOINT") or None,
-            local_files_only=hub_offline(),
-        ))
+        return Path(hf_hub_download(info.repo, file.name, revision=revision, cache_dir=hub_cache(),
+                                    endpoint=os.environ.get("HF_ENDPOINT") or None,
+                                    local_files_only=hub_offline()))
     except LocalEntryNotFoundError as error:
-        reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
-        raise ModelError(
-            f"model '{info.name}' is not downloaded yet and {reason}; connect once to "
-            "download it, or use --repo DIR with local weight files"
-        ) from error
+        raise _not_downloaded(info) from error
     except Exception as error:  # whatever the network or the Hub did wrong
         raise ModelError(
-            f"downloading {file.safetensors} of model '{info.name}' from {info.repo} failed "
+            f"downloading {file.name} of model '{info.name}' from {info.repo} failed "
             f"({_first_line(error)}); check the connection and run again, or use --repo DIR"
         ) from error
-    if sha256_of(path) != file.safetensors_sha256:
-        _remove_cached(path)
-        raise ModelError(
-            f"{file.safetensors} of model '{info.name}' was corrupt (sha256 mismatch); "
-            "the bad file was removed, run again to re-download"
-        )
-    return path
+
+
+def _not_downloaded(info: ModelInfo) -> ModelError:
+    reason = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
+    return ModelError(f"model '{info.name}' is not downloaded yet and {reason}; connect once to "
+                      "download it, or use --repo DIR with local weight files")
+
+
+def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
+    """The commit and SHA-256 of an unpinned file: recorded in the cache, or asked of the Hub."""
+    record = _read_records(info).get(_record_key(info, file))
+    if record is not None:
+        return record["commit"], record["sha256"]
+    if hub_offline():
+        raise _not_downloaded(info)
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    try:
+        metadata = get_hf_file_metadata(hf_hub_url(info.repo, file.name, revision=info.revision,
+                                                   endpoint=os.environ.get("HF_ENDPOINT") or None))
+    except Exception as error:  # whatever the network or the Hub did wrong
+        raise ModelError(f"asking the Hub about {file.name} of model '{info.name}' failed "
+                         f"({_first_line(error)}); check the connection and run again") from error
+    etag = (metadata.etag or "").strip('"')
+    if not SHA256_PATTERN.fullmatch(etag) or not metadata.commit_hash:
+        raise ModelError(f"the Hub publishes no SHA-256 for {file.name} of model '{info.name}', "
+                         "so it cannot be verified")
+    return metadata.commit_hash, etag
+
+
+def _record_key(info: ModelInfo, file: WeightFile) -> str:
+    return f"{info.revision}/{file.name}"
+
+
+def _read_records(info: ModelInfo) -> dict[str, dict[str, str]]:
+    try:
+        records = json.loads((_repo_folder(info) / RECORDS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return records if isinstance(records, dict) else {}
+
+
+def _write_record(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -> None:
+    records = _read_records(info)
+    records[_record_key(info, file)] = {"commit": commit, "sha256": sha256}
+    path = _repo_folder(info) / RECORDS
+    temporary = path.with_name(f".{RECORDS}.{os.getpid()}")
+    with suppress(OSError):  # a read-only cache only loses the record, and the next run asks the Hub again
+        temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
+        os.replace(temporary, path)
 
 
 def _remove_cached(pointer: Path) -> None:
@@ -287,12 +401,14 @@ def load_local_bag(name: str, folder: Path) -> Bag:
             f"{folder} has no model '{name}': expected {name}.yaml, "
             f"{name}.safetensors or {name}-<sha8>.th"
         )
-    models = [_load_local_model(folder, signature) for signature in signatures]
-    if weights is None:
-        weights = [[1.0] * len(models[0].sources) for _ in models]
+    loaded = [_load_local_model(folder, signature) for signature in signatures]
+    networks = [network for network, _ in loaded]
+    if weights is not None and len(weights) != len(networks):
+        raise ModelError(f"model '{name}' needs one row of weights for each of its {len(networks)} networks")
     if segment is not None:
-        _shorten_segment(models, segment)
-    return Bag(name, models, weights)
+        _shorten_segment(networks, segment)
+    identity = f"{folder.resolve()}/{name}:" + ",".join(sha256 for _, sha256 in loaded)
+    return demucs_bag(name, networks, weights or [None] * len(networks), identity)
 
 
 def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fraction | None]:
@@ -311,10 +427,10 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
     return signatures, weights, segment
 
 
-def _shorten_segment(models: list[HTDemucs], segment: Fraction) -> None:
+def _shorten_segment(networks: list[HTDemucs], segment: Fraction) -> None:
     """A bag may ask for a shorter segment than its networks were trained on, never a longer one."""
-    for model in models:
-        model.segment = min(model.segment, segment)
+    for network in networks:
+        network.segment = min(network.segment, segment)
 
 
 def _local_weight_file(folder: Path, signature: str) -> Path | None:
@@ -327,7 +443,8 @@ def _local_weight_file(folder: Path, signature: str) -> Path | None:
     return legacy[0] if legacy else None
 
 
-def _load_local_model(folder: Path, signature: str) -> HTDemucs:
+def _load_local_model(folder: Path, signature: str) -> tuple[HTDemucs, str]:
+    """A network of the folder and the SHA-256 of its file."""
     path = _local_weight_file(folder, signature)
     if path is None:
         raise ModelError(
@@ -336,14 +453,13 @@ def _load_local_model(folder: Path, signature: str) -> HTDemucs:
         )
     from .weights import load_legacy, load_safetensors
 
-    _check_local_file(path, signature)
-    if path.suffix == ".safetensors":
-        return load_safetensors(path)
-    return load_legacy(path)
+    sha256 = _check_local_file(path, signature)
+    load = load_safetensors if path.suffix == ".safetensors" else load_legacy
+    return load(path), sha256
 
 
-def _check_local_file(path: Path, signature: str) -> None:
-    """Check the SHA-256 a file's name promises and, for catalogue files, the pinned one."""
+def _check_local_file(path: Path, signature: str) -> str:
+    """Check the SHA-256 a file's name promises and, for catalogue files, the pinned one; return it."""
     sha256 = sha256_of(path)
     _, _, prefix = path.stem.partition("-")
     if prefix and not sha256.startswith(prefix):
@@ -352,11 +468,9 @@ def _check_local_file(path: Path, signature: str) -> None:
             "replace it with a good copy"
         )
     pinned = {file.signature: file for info in read_catalogue().values() for file in info.files}
-    if signature not in pinned:
-        return
-    expected = {pinned[signature].safetensors: pinned[signature].safetensors_sha256,
-                pinned[signature].legacy: pinned[signature].legacy_sha256}.get(path.name)
-    if expected is not None and sha256 != expected:
-        raise ModelError(
-            f"{path} is corrupt (sha256 mismatch with the catalogue); replace it with a good copy"
-        )
+    if signature in pinned:
+        file = pinned[signature]
+        expected = {file.name: file.sha256, file.legacy: file.legacy_sha256}.get(path.name)
+        if expected is not None and sha256 != expected:
+            raise ModelError(f"{path} is corrupt (sha256 mismatch with the catalogue); replace it with a good copy")
+    return sha256

@@ -1,20 +1,17 @@
-"""The separation engine: a whole song through a bag of models, segment by segment.
+"""The separation engine: a whole song through a bag of networks, chunk by chunk.
 
-The procedure reproduces the reference tool's so that results match it: the song
-is normalised by the mean and standard deviation of its mono mix, cut into
-overlapping segments of the model's length, each segment is run with its real
-surroundings as padding, and the outputs are blended with triangular weights.
-Optional random time shifts are averaged, and the models of a bag are mixed with
-per-source weights.
+Each network goes over the song the way its family's procedure says (see chunking.py),
+so that results match the implementation its weights were made for; the networks of a
+bag are then mixed with per-stem weights, and a residual stem is the mix minus the others.
 
-Unlike the reference, the song is streamed: segments are read as they are needed
-and finished stretches of stems are handed out as soon as no later segment can
-change them, so memory does not grow with the length of the song.
+The song is streamed: chunks are read as they are needed and finished stretches of stems
+are handed out as soon as no later chunk can change them, so memory does not grow with
+the length of the song.
 """
 
 from __future__ import annotations
 
-import random
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
@@ -22,26 +19,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .bag import Bag, Network
+from .chunking import Chunk
+
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
+Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
+
 
 @dataclass(frozen=True)
 class Settings:
     shifts: int = 0
-    overlap: float = 0.25
-    segment: float | None = None
+    overlap: float | None = None  # None: the procedure's own (HT Demucs: 0.25)
+    segment: float | None = None  # None: the length each network was made for
     batch_size: int = 1
     precision: str = "float32"  # or "bfloat16" / "float16": faster, very slightly different
 
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-Progress = Callable[[int, int], None]  # (segments done, segments in all)
-
-
 class Mix(Protocol):
-    """A song at the model's rate, readable window by window (see `audio.open_song`)."""
+    """A song at the bag's rate, readable window by window (see `audio.open_song`)."""
 
     length: int
-    mean: float
-    std: float
 
     def read(self, start: int, length: int) -> np.ndarray | torch.Tensor:
         """Samples [start, start + length), zero outside the song."""
@@ -53,8 +51,6 @@ class TensorMix:
     def __init__(self, audio: torch.Tensor):
         self.audio = audio
         self.length = audio.shape[-1]
-        mono = audio.mean(0)
-        self.mean, self.std = mono.mean().item(), mono.std().item() if self.length > 1 else 0.0
 
     def read(self, start: int, length: int) -> torch.Tensor:
         return window(self.audio, start, length)
@@ -67,18 +63,52 @@ def window(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
     return F.pad(inside, (max(-start, 0), max(end - source.shape[-1], 0)))
 
 
-def chunk_offsets(length: int, segment_length: int, overlap: float) -> range:
-    stride = int((1 - overlap) * segment_length)
-    return range(0, length, stride)
+@dataclass(frozen=True)
+class Normalisation:
+    """The song scaled by the mean and standard deviation of its mono mix, as HT Demucs expects."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, mix: Mix) -> Normalisation:
+        moments = Moments()
+        for start in range(0, mix.length, MOMENTS_BLOCK):
+            block = np.asarray(mix.read(start, min(MOMENTS_BLOCK, mix.length - start)), dtype=np.float64)
+            moments.add(block.mean(axis=0))
+        return cls(moments.mean, moments.std + 1e-8)
+
+    def apply(self, audio: torch.Tensor, inside: slice) -> torch.Tensor:
+        normalised = torch.zeros_like(audio)  # the reference pads the normalised song with zeros
+        normalised[..., inside] = (audio[..., inside] - self.mean) / self.std
+        return normalised
+
+    def undo(self, output: torch.Tensor) -> torch.Tensor:
+        return output * self.std + self.mean
 
 
-def transition_weight(segment_length: int) -> torch.Tensor:
-    """Triangular blending weight, highest at the centre of a segment."""
-    half = segment_length // 2
-    rising = torch.arange(1, half + 1, dtype=torch.float32)
-    falling = torch.arange(segment_length - half, 0, -1, dtype=torch.float32)
-    weight = torch.cat([rising, falling])
-    return weight / weight.max()
+@dataclass
+class Moments:
+    """Count, mean and unbiased standard deviation of values given in batches (Chan et al.'s update)."""
+
+    count: int = 0
+    mean: float = 0.0
+    squares: float = 0.0  # sum of squared deviations from the mean
+
+    def add(self, values: np.ndarray) -> None:
+        if not values.size:
+            return
+        mean = float(values.mean())
+        total = self.count + values.size
+        delta = mean - self.mean
+        self.squares += float(np.square(values - mean).sum()) + delta**2 * self.count * values.size / total
+        self.mean += delta * values.size / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        """Like torch.std (divides by count - 1), but 0 for a single value."""
+        return math.sqrt(self.squares / max(self.count - 1, 1))
 
 
 class OverlapAdd:
@@ -108,126 +138,121 @@ class OverlapAdd:
 
 
 class Pass:
-    """One overlap-added run of one model over the song, possibly time-shifted.
+    """One overlap-added run of one network over the song along its chunks."""
 
-    The run covers song positions [origin, origin + length); a shift makes `origin`
-    negative, as the reference pads the song with silence and drops what comes before it.
-    """
-
-    def __init__(self, model: torch.nn.Module, origin: int, length: int, settings: Settings, channels: int):
-        self.model = model
-        self.origin = origin
-        self.length = length
-        if settings.segment is None:
-            self.segment_length = self.input_length = model.training_length
-        else:
-            self.segment_length = self.input_length = int(settings.segment * model.samplerate)
-        self.offsets = list(chunk_offsets(length, self.segment_length, settings.overlap))
-        self.next = 0  # index of the next offset to run
-        self.weight = transition_weight(self.segment_length)
-        self.overlap_add = OverlapAdd(len(model.sources), channels, origin)
+    def __init__(self, network: Network, chunks: list[Chunk], weight: torch.Tensor, channels: int,
+                 normalisation: Normalisation | None):
+        self.network, self.chunks, self.weight = network, chunks, weight
+        self.normalisation = normalisation
+        self.next = 0  # index of the next chunk to run
+        self.end = chunks[-1].start + chunks[-1].length
+        self.overlap_add = OverlapAdd(len(network.sources), channels, chunks[0].start)
 
     def position(self) -> int:
-        """Song position of the next segment (the end of the run when none is left)."""
-        offset = self.offsets[self.next] if self.next < len(self.offsets) else self.length
-        return self.origin + offset
+        """Song position of the next chunk (the end of the run when none is left)."""
+        return self.chunks[self.next].start if self.next < len(self.chunks) else self.end
 
-    def input_window(self, offset: int) -> tuple[int, int]:
-        """Song position and length of the input for the segment at `offset`, with its context."""
-        chunk_length = min(self.segment_length, self.length - offset)
-        return self.origin + offset - (self.input_length - chunk_length) // 2, self.input_length
+    def read(self, mix: Mix, chunk: Chunk) -> torch.Tensor:
+        audio = torch.as_tensor(mix.read(chunk.read_start, chunk.read_length))
+        if self.normalisation is None:
+            return audio
+        inside = slice(max(-chunk.read_start, 0), max(min(mix.length - chunk.read_start, chunk.read_length), 0))
+        return self.normalisation.apply(audio, inside)
 
-    def add(self, offset: int, output: torch.Tensor) -> None:
-        chunk_length = min(self.segment_length, self.length - offset)
-        trim = (self.input_length - chunk_length) // 2
-        output = output[..., trim:trim + chunk_length]
-        self.overlap_add.add(self.origin + offset, output, self.weight[:chunk_length])
+    def add(self, chunk: Chunk, output: torch.Tensor) -> None:
+        kept = output[..., chunk.trim:chunk.trim + chunk.length]
+        self.overlap_add.add(chunk.start, kept, self.weight[:chunk.length])
 
     def take(self, end: int) -> torch.Tensor:
+        """The finished outputs of every source up to song position `end`, in the song's scale."""
         if self.overlap_add.start < 0:
             self.overlap_add.take(0)  # what a shift moved before the song starts
-        return self.overlap_add.take(end)
+        output = self.overlap_add.take(end)
+        return output if self.normalisation is None else self.normalisation.undo(output)
 
 
-def make_passes(bag, length: int, settings: Settings, channels: int) -> list[list[Pass]]:
-    """The passes of each model: one, or one per random shift."""
+def make_passes(bag: Bag, mix: Mix, settings: Settings) -> list[list[Pass]]:
+    """The passes of each member of the bag, as its family's procedure cuts the song."""
+    needs_normalisation = any(member.network.chunking.normalised for member in bag.members)
+    normalisation = Normalisation.of(mix) if needs_normalisation else None
     passes = []
-    for model in bag.models:
-        if not settings.shifts:
-            passes.append([Pass(model, 0, length, settings, channels)])
-            continue
-        max_shift = int(0.5 * model.samplerate)
-        shifts = [random.randint(0, max_shift) for _ in range(settings.shifts)]
-        passes.append([Pass(model, shift - max_shift, length + max_shift - shift, settings, channels)
-                       for shift in shifts])
+    for member in bag.members:
+        network, chunking = member.network, member.network.chunking
+        weight = chunking.weight(network.samplerate, settings)
+        passes.append([Pass(network, chunks, weight, bag.audio_channels, normalisation if chunking.normalised else None)
+                       for chunks in chunking.passes(mix.length, network.samplerate, settings)])
     return passes
 
 
-def separate_stream(bag, mix: Mix, settings: Settings = Settings(), device: str | torch.device = "cpu",
+def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device: str | torch.device = "cpu",
                     progress: Progress = lambda done, total: None) -> Iterator[torch.Tensor]:
-    """Separate `mix` into consecutive blocks of (sources, channels, samples), in song order.
+    """Separate `mix` into consecutive blocks of (stems, channels, samples) in `bag.stems` order, in song order.
 
-    `progress(done, total)` is called at the start and after each batch of segments run through a model.
+    `progress(done, total)` is called at the start and after each batch of chunks run through a network.
     """
     device = torch.device(device)
     check_settings(bag, settings, device)
-    channels = bag.audio_channels
-    std = mix.std + 1e-8
-    passes = make_passes(bag, mix.length, settings, channels)
-    total, done = sum(len(p.offsets) for model_passes in passes for p in model_passes), 0
+    if mix.length == 0:
+        return
+    passes = make_passes(bag, mix, settings)
+    total, done = sum(len(p.chunks) for member_passes in passes for p in member_passes), 0
     progress(done, total)
-    weights = torch.tensor(bag.weights, dtype=torch.float32)
-    scale = weights / weights.sum(0) / torch.tensor([len(p) for p in passes])[:, None]
     emitted = 0
     with torch.inference_mode():
-        for model in bag.models:
-            model.to(device)
+        for member in bag.members:
+            member.network.to(device)
         while emitted < mix.length:
-            done += run_next_batch(passes, mix, std, device, settings)
+            done += run_next_batch(passes, mix, device, settings)
             progress(done, total)
-            ready = min(min(p.position() for p in model_passes) for model_passes in passes)
-            ready = min(ready, mix.length)
-            if ready <= emitted:
-                continue
-            block = sum(scale[m, :, None, None] * p.take(ready)
-                        for m, model_passes in enumerate(passes) for p in model_passes)
-            yield block * std + mix.mean
-            emitted = ready
+            ready = min(min(min(p.position() for p in member_passes) for member_passes in passes), mix.length)
+            if ready > emitted:
+                yield mix_members(bag, passes, mix, emitted, ready)
+                emitted = ready
 
 
-def run_next_batch(passes: list[list[Pass]], mix: Mix, std: float, device: torch.device,
-                   settings: Settings) -> int:
-    """Run the segments furthest behind in the song, up to `batch_size` of one model at once; return how many."""
-    pending = [p for model_passes in passes for p in model_passes if p.next < len(p.offsets)]
+def mix_members(bag: Bag, passes: list[list[Pass]], mix: Mix, start: int, end: int) -> torch.Tensor:
+    """The bag's stems over song positions [start, end): each computed stem the weighted sum of its
+    networks' outputs, the residual the mix minus the computed stems."""
+    stems = torch.zeros(len(bag.stems), bag.audio_channels, end - start)
+    index = {stem: position for position, stem in enumerate(bag.stems)}
+    for member_passes, scales in zip(passes, bag.scales()):
+        for p in member_passes:
+            output = p.take(end)
+            for stem, scale in scales.items():
+                stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(stem)]
+    if bag.residual is not None:
+        residual = index[bag.residual]
+        stems[residual] = torch.as_tensor(mix.read(start, end - start)) - stems.sum(0)
+    return stems
+
+
+def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, settings: Settings) -> int:
+    """Run the chunks furthest behind in the song, up to `batch_size` of one network at once; return how many."""
+    pending = [p for member_passes in passes for p in member_passes if p.next < len(p.chunks)]
     if not pending:
         return 0
-    model = min(pending, key=Pass.position).model
+    network = min(pending, key=Pass.position).network
     jobs = []
-    for p in sorted((p for p in pending if p.model is model), key=Pass.position):
-        while p.next < len(p.offsets) and len(jobs) < settings.batch_size:
-            jobs.append((p, p.offsets[p.next]))
+    for p in sorted((p for p in pending if p.network is network), key=Pass.position):
+        while p.next < len(p.chunks) and len(jobs) < settings.batch_size:
+            if jobs and p.chunks[p.next].read_length != jobs[0][1].read_length:
+                break  # a song shorter than one chunk gives a shorter one, which cannot be stacked
+            jobs.append((p, p.chunks[p.next]))
             p.next += 1
-    inputs = torch.stack([read_normalised(mix, *p.input_window(offset), std) for p, offset in jobs])
+    inputs = torch.stack([p.read(mix, chunk) for p, chunk in jobs])
     dtype = PRECISIONS[settings.precision]
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        outputs = model(inputs.to(device)).float().cpu()
-    for (p, offset), output in zip(jobs, outputs):
-        p.add(offset, output)
+        outputs = network(inputs.to(device)).float().cpu()
+    for (p, chunk), output in zip(jobs, outputs):
+        p.add(chunk, output)
     return len(jobs)
 
 
-def read_normalised(mix: Mix, start: int, length: int, std: float) -> torch.Tensor:
-    audio = torch.as_tensor(mix.read(start, length))
-    inside = slice(max(-start, 0), max(min(mix.length - start, length), 0))
-    normalised = torch.zeros_like(audio)  # the reference pads the normalised song with zeros
-    normalised[..., inside] = (audio[..., inside] - mix.mean) / std
-    return normalised
-
-
-def separate_tensor(bag, mix: torch.Tensor, settings: Settings = Settings(), device: str | torch.device = "cpu",
+def separate_tensor(bag: Bag, mix: torch.Tensor, settings: Settings = Settings(), device: str | torch.device = "cpu",
                     progress: Progress = lambda done, total: None) -> torch.Tensor:
-    """Separate `mix` (channels, samples) at the bag's rate into (sources, channels, samples)."""
-    return torch.cat(list(separate_stream(bag, TensorMix(mix), settings, device, progress)), dim=-1)
+    """Separate `mix` (channels, samples) at the bag's rate into (stems, channels, samples)."""
+    blocks = list(separate_stream(bag, TensorMix(mix), settings, device, progress))
+    return torch.cat(blocks, dim=-1) if blocks else torch.zeros(len(bag.stems), bag.audio_channels, 0)
 
 
 def resolve_device(name: str) -> str:
@@ -242,11 +267,9 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def check_settings(bag, settings: Settings, device: str | torch.device) -> None:
+def check_settings(bag: Bag, settings: Settings, device: str | torch.device) -> None:
     if settings.shifts < 0:
         raise ValueError("shifts must be >= 0")
-    if not 0 <= settings.overlap < 1:
-        raise ValueError("overlap must be in [0, 1)")
     if settings.batch_size < 1:
         raise ValueError("batch size must be >= 1")
     if settings.precision not in PRECISIONS:
@@ -254,7 +277,5 @@ def check_settings(bag, settings: Settings, device: str | torch.device) -> None:
     if settings.precision == "float16" and torch.device(device).type == "cpu":
         # oneDNN has no float16 kernels for most CPUs: it would run several times slower than float32
         raise ValueError("float16 is for GPUs; on CPU use bfloat16")
-    if settings.segment is not None:
-        longest = min(float(model.segment) for model in bag.models)
-        if not 0 < settings.segment <= longest:
-            raise ValueError(f"segment must be in (0, {longest:g}] seconds for this model")
+    for member in bag.members:
+        member.network.chunking.check(member.network.samplerate, settings)

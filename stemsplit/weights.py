@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import ModelError
-from .model import HTDemucs
+from .networks.htdemucs import HTDemucs
 
 # The names weight files give the model class, mapped to the class that runs them.
 MODEL_CLASSES = {"demucs.htdemucs.HTDemucs": HTDemucs}

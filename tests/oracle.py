@@ -22,7 +22,7 @@ def perturbed_reference(kwargs: dict, seed: int = 0, scale: float = 0.05):
 
 
 def model_pair(kwargs: dict, seed: int = 0):
-    from stemsplit.model import HTDemucs
+    from stemsplit.networks.htdemucs import HTDemucs
 
     reference = perturbed_reference(kwargs, seed)
     ours = HTDemucs(**kwargs).eval()

@@ -25,8 +25,8 @@ def test_array_at_the_model_rate_gives_the_engine_output(model, tiny_repo):
     samples = noise(2, 90_000)
     stems, rate = model.separate((samples, 44100))
     expected = separate_tensor(load_bag("tiny", tiny_repo), torch.from_numpy(samples))
-    assert rate == 44100 and list(stems) == model.sources
-    for index, name in enumerate(model.sources):
+    assert rate == 44100 and list(stems) == model.stems
+    for index, name in enumerate(model.stems):
         assert stems[name].dtype == np.float32
         np.testing.assert_allclose(stems[name], expected[index].numpy(), atol=1e-5)
 
@@ -43,7 +43,7 @@ def test_path_and_bytes_give_the_same_stems(model, tmp_path):
     from_path = model.separate(path)
     from_bytes = model.separate(path.read_bytes())
     assert from_path.sample_rate == from_bytes.sample_rate == 48000
-    for name in model.sources:
+    for name in model.stems:
         assert from_path.stems[name].shape == (2, 50_000)
         np.testing.assert_array_equal(from_path.stems[name], from_bytes.stems[name])
 

@@ -51,7 +51,7 @@ def test_stems_match_the_engine_at_the_input_rate_and_length(tmp_path, song, tin
     mix, info = load_audio(song)
     separated = separate_tensor(bag, torch.from_numpy(mix))
     from stemsplit.audio import resample
-    for index, name in enumerate(bag.sources):
+    for index, name in enumerate(bag.stems):
         written, rate = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
         assert rate == 48000 and written.shape == (info.frames, 2)
         expected = resample(separated[index], 44100, 48000)[:, :info.frames].T.numpy()

@@ -1,4 +1,4 @@
-"""stemsplit.model.HTDemucs against the reference implementation, with shared random weights."""
+"""stemsplit.networks.htdemucs.HTDemucs against the reference implementation, with shared random weights."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from demucs.htdemucs import HTDemucs as ReferenceHTDemucs
 from oracle import perturbed_reference, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
 from stemsplit.errors import ModelError
-from stemsplit.model import HTDemucs, attention, positions
+from stemsplit.networks.htdemucs import HTDemucs, attention, positions
 
 TOLERANCE = 1e-4
 

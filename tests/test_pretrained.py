@@ -37,7 +37,7 @@ def test_official_model_separates_the_real_clips(name, shared_audio):
         mix, _ = load_audio(track / "mixture.flac")
         separated = separate_tensor(bag, torch.from_numpy(mix)).numpy()
         scores = {stem: sdr(separated[i], load_audio(track / f"{stem}.flac")[0])
-                  for i, stem in enumerate(bag.sources) if (track / f"{stem}.flac").is_file()}
+                  for i, stem in enumerate(bag.stems) if (track / f"{stem}.flac").is_file()}
         assert np.mean(list(scores.values())) > 4.0, (track.name, scores)
         assert scores["vocals"] > 4.0, (track.name, scores)
 
@@ -68,5 +68,5 @@ def test_bfloat16_fast_mode_stays_above_40_db_of_the_exact_output(shared_audio):
         mix = torch.from_numpy(load_audio(track / "mixture.flac")[0])
         exact = separate_tensor(bag, mix).numpy()
         fast = separate_tensor(bag, mix, Settings(precision="bfloat16")).numpy()
-        scores = {stem: sdr(fast[i], exact[i]) for i, stem in enumerate(bag.sources)}
+        scores = {stem: sdr(fast[i], exact[i]) for i, stem in enumerate(bag.stems)}
         assert min(scores.values()) > 40, (track.name, scores)

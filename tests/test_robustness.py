@@ -631,7 +631,7 @@ while not go.exists():
     time.sleep(0.005)
 start = time.time()
 bag = download_bag(info)
-print(json.dumps({"start": start, "end": time.time(), "sources": bag.sources}))
+print(json.dumps({"start": start, "end": time.time(), "sources": bag.stems}))
 """
 
 
@@ -659,19 +659,18 @@ def test_two_processes_downloading_the_same_model_share_one_valid_file(tmp_path,
     catalogue.write_text(f"""default = "tiny"
 
 [tiny]
+family = "htdemucs"
 description = "the tiny test model"
+licence = "MIT"
 stems = {json.dumps(SOURCES)}
 repo = "{REPO_ID}"
 revision = "{COMMIT}"
-segment = 1.0
 
 [[tiny.files]]
-signature = "{SIGNATURE}"
-safetensors = "{SIGNATURE}.safetensors"
-safetensors_sha256 = "{sha256}"
+name = "{SIGNATURE}.safetensors"
+sha256 = "{sha256}"
 legacy = "{SIGNATURE}-{sha256[:8]}.th"
 legacy_sha256 = "{sha256}"
-legacy_size = {len(weights)}
 weights = [1.0, 1.0, 1.0, 1.0]
 """)
     home = tmp_path / "hf-home"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 import random
+from fractions import Fraction
 
 import pytest
 import torch
 
 from oracle import model_pair, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
-from stemsplit.registry import Bag
-from stemsplit.separation import Settings, separate_tensor, transition_weight, window
+from stemsplit.bag import Bag
+from stemsplit.chunking import CentredSegments
+from stemsplit.registry import demucs_bag
+from stemsplit.separation import Settings, separate_tensor, window
 
 
 def reference_separate(models, weights, mix, **options):
@@ -36,8 +39,8 @@ def small_pair():
     return model_pair(SMALL_KWARGS, seed=1)
 
 
-def small_bag(ours, weights=None) -> Bag:
-    return Bag(name="small", models=[ours], weights=weights or [[1.0] * len(ours.sources)])
+def small_bag(ours) -> Bag:
+    return demucs_bag("small", [ours], [None], identity="")
 
 
 def test_window_pads_with_zeros_outside_the_source():
@@ -48,9 +51,9 @@ def test_window_pads_with_zeros_outside_the_source():
 
 
 def test_transition_weight_is_a_symmetric_triangle():
-    weight = transition_weight(10)
+    weight = CentredSegments(Fraction(10)).weight(1, Settings())
     assert weight.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2])
-    assert len(transition_weight(11)) == 11
+    assert len(CentredSegments(Fraction(11)).weight(1, Settings())) == 11
 
 
 @pytest.mark.parametrize("seconds", [0.01, 2.3, 9.0])
@@ -98,7 +101,7 @@ def test_bag_with_per_source_weights_matches_reference():
     weights = [[float((i + k) % 3) for k in range(sources)] for i in range(3)]
     mix = random_mix(5.0, seed=4)
     expected = reference_separate([r for r, _ in pairs], weights, mix, shifts=0)
-    bag = Bag(name="bag", models=[o for _, o in pairs], weights=weights)
+    bag = demucs_bag("bag", [o for _, o in pairs], weights, identity="")
     assert relative_error(separate_tensor(bag, mix), expected) < 1e-4
 
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stemsplit.errors import ModelError
+from ..chunking import CentredSegments
+from ..errors import ModelError
 
 
 def sin_embedding(length: int, dim: int, max_period: float, device: torch.device) -> Tensor:
@@ -538,6 +539,10 @@ class HTDemucs(nn.Module):
             norm_first=t_norm_first, norm_out=t_norm_out, group_norm=t_group_norm,
             layer_scale=t_layer_scale, gelu=t_gelu,
         ) if t_layers else None
+
+    @property
+    def chunking(self) -> CentredSegments:
+        return CentredSegments(self.segment)
 
     @property
     def training_length(self) -> int:

@@ -1,0 +1,148 @@
+"""How a network goes over a whole song: where its chunks are, what it reads for each, how outputs blend.
+
+Each family of networks was trained and published with one procedure, and matching
+its implementation means cutting the song the same way:
+
+- `CentredSegments` (HT Demucs): segments at a fixed stride, each read with its real
+  surroundings as context and centred in the network's window, blended with triangular
+  weights, the song normalised by its mono mix first; optional random time shifts.
+- `AlignedChunks` (band-split RoFormers): chunks of the network's length at a stride of
+  length // num_overlap, the last one aligned to the song's end, no context, blended
+  with a Hamming window, the song as it is.
+
+A third family adds its procedure here and sets it as its networks' `chunking`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Protocol
+
+import torch
+
+MAX_SHIFT_SECONDS = 0.5  # the reference's random time shifts are up to half a second
+DEFAULT_OVERLAP = 0.25
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One run of a network: it reads [read_start, read_start + read_length) of the song
+    and contributes [start, start + length) of its output to the song's stems."""
+
+    start: int
+    length: int
+    read_start: int
+    read_length: int
+
+    @property
+    def trim(self) -> int:
+        """Where the kept output begins within the network's output."""
+        return self.start - self.read_start
+
+
+class ChunkSettings(Protocol):
+    shifts: int
+    overlap: float | None
+    segment: float | None
+
+
+class Chunking(Protocol):
+    """A family's procedure; `normalised` says whether the network sees the song scaled by
+    the mean and standard deviation of its mono mix."""
+
+    normalised: bool
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        """The chunks of each pass over a song of `length` samples, in song order."""
+
+    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        """Blending weights of a full chunk (shorter chunks use its first samples)."""
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        """Raise ValueError naming the setting that this procedure cannot follow."""
+
+
+@dataclass(frozen=True)
+class CentredSegments:
+    """HT Demucs's procedure for a network trained on `segment` seconds."""
+
+    segment: Fraction  # exact, so that segment * samplerate is the reference's whole number of samples
+    normalised = True
+
+    def segment_length(self, samplerate: int, settings: ChunkSettings) -> int:
+        return int((settings.segment or self.segment) * samplerate)
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        if not settings.shifts:
+            return [self._pass(0, length, samplerate, settings)]
+        max_shift = int(MAX_SHIFT_SECONDS * samplerate)
+        shifts = [random.randint(0, max_shift) for _ in range(settings.shifts)]
+        return [self._pass(shift - max_shift, length + max_shift - shift, samplerate, settings) for shift in shifts]
+
+    def _pass(self, origin: int, length: int, samplerate: int, settings: ChunkSettings) -> list[Chunk]:
+        """A pass covering song positions [origin, origin + length); a shift makes `origin` negative,
+        as the reference pads the song with silence and drops what comes before it."""
+        segment = self.segment_length(samplerate, settings)
+        overlap = DEFAULT_OVERLAP if settings.overlap is None else settings.overlap
+        stride = int((1 - overlap) * segment)
+        chunks = []
+        for offset in range(0, length, stride):
+            kept = min(segment, length - offset)
+            start = origin + offset
+            chunks.append(Chunk(start, kept, start - (segment - kept) // 2, segment))
+        return chunks
+
+    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        """Triangular, highest at the centre of a segment."""
+        segment = self.segment_length(samplerate, settings)
+        half = segment // 2
+        rising = torch.arange(1, half + 1, dtype=torch.float32)
+        falling = torch.arange(segment - half, 0, -1, dtype=torch.float32)
+        weight = torch.cat([rising, falling])
+        return weight / weight.max()
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        if settings.overlap is not None and not 0 <= settings.overlap < 1:
+            raise ValueError("overlap must be in [0, 1)")
+        if settings.segment is not None and not 0 < settings.segment <= self.segment:
+            raise ValueError(f"segment must be in (0, {float(self.segment):g}] seconds for this model")
+
+
+@dataclass(frozen=True)
+class AlignedChunks:
+    """The band-split RoFormers' procedure: chunks of `chunk_size` samples, `num_overlap` per stretch."""
+
+    chunk_size: int
+    num_overlap: int
+    normalised = False
+
+    def chunk_length(self, samplerate: int, settings: ChunkSettings) -> int:
+        return int(settings.segment * samplerate) if settings.segment else self.chunk_size
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        size = self.chunk_length(samplerate, settings)
+        step = size // self.num_overlap
+        chunks = []
+        for start in range(0, length, step):
+            if start + size >= length:
+                last = max(length - size, 0)
+                if not chunks or chunks[-1].start != last:
+                    chunks.append(Chunk(last, min(size, length), last, min(size, length)))
+                break
+            chunks.append(Chunk(start, size, start, size))
+        return [chunks]
+
+    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        return torch.hamming_window(self.chunk_length(samplerate, settings), periodic=False)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        if settings.shifts:
+            raise ValueError("shifts are for HT Demucs models; RoFormer models run without them")
+        if settings.overlap is not None:
+            raise ValueError(f"overlap is for HT Demucs models; this model overlaps {self.num_overlap} chunks "
+                             "as its configuration says")
+        shortest, longest = self.num_overlap / samplerate, self.chunk_size / samplerate
+        if settings.segment is not None and not shortest <= settings.segment <= longest:
+            raise ValueError(f"segment must be in [{shortest:.2g}, {longest:g}] seconds for this model")

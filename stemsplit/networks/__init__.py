@@ -1,0 +1,1 @@
+"""The separation networks, one module per family."""
