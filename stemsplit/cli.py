@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import __version__
 from .errors import StemsplitError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class DefaultCommandGroup(click.Group):
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="stemsplit")
+@click.version_option(__version__, prog_name="stemsplit")
 def main() -> None:
     """Split songs into stems (vocals, drums, bass, other) with HT Demucs."""
 
