@@ -377,7 +377,8 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model_name:
                 if as_json:
                     click.echo(result.json())
                 if result.status == "done":
-                    written = paths[names[0]] if names == [STEM_FILE] else f"{len(paths)} stems in {paths[names[0]].parent}"
+                    first = paths[names[0]]
+                    written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
                     console.info(f"  {written} ({result.seconds:.1f} s)")
         if to_stdout and results[0].status == "done":
             with open(results[0].outputs[to_stdout], "rb") as stem:
@@ -445,8 +446,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say more (ffmpeg used, device, model files).")
 def separate(inputs, model_name, repo, out, filename, device, shifts, overlap, segment, two_stems, stems,
-             audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout,
-             quiet, verbose) -> None:
+             audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json,
+             to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     from .separation import Settings
 
