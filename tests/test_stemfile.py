@@ -18,7 +18,8 @@ from oracle import perturbed_reference, safetensors_file
 from stemsplit.audio import find_ffmpeg, load_audio
 from stemsplit.registry import load_bag
 from stemsplit.separation import separate_tensor
-from stemsplit.stemfile import slot_sources
+from stemsplit.errors import OutputError
+from stemsplit.stemfile import add_stem_box, slot_sources
 
 NI_STEMS = [("Drums", "#009E73"), ("Bass", "#D55E00"), ("Other", "#CC79A7"), ("Vocals", "#56B4E9")]
 SIX = ["drums", "bass", "other", "vocals", "guitar", "piano"]
@@ -116,6 +117,34 @@ def test_alac_stem_file_is_lossless_and_folds_six_stems(tmp_path, repo):
         audio, rate = decode(path, index, tmp_path)
         assert rate == 44100 and audio.shape == mix.shape
         np.testing.assert_allclose(audio, rescaled(reference), atol=2**-23 + 1e-5)  # 24-bit steps
+
+
+def encode_tone(path: Path, *options: str) -> None:
+    """A short AAC file made by ffmpeg with no metadata (so no user-data box) and `options`."""
+    wav = path.with_suffix(".wav")
+    sf.write(wav, tone(0.3, 44100), 44100, subtype="FLOAT")
+    subprocess.run([find_ffmpeg()[0], "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-map_metadata", "-1",
+                    "-fflags", "+bitexact", "-flags:a", "+bitexact", *options, str(path)], check=True)
+
+
+def test_stem_box_is_added_where_there_was_no_user_data_and_the_audio_is_untouched(tmp_path):
+    path = tmp_path / "plain.mov"
+    encode_tone(path)
+    with open(path, "rb") as file:
+        assert [atom.name for atom in Atoms(file)[b"moov"].children] == [b"mvhd", b"trak"]
+    before = decode(path, 0, tmp_path)[0]
+    add_stem_box(path, b'{"stems": []}')
+    assert manifest(path) == {"stems": []}
+    np.testing.assert_array_equal(decode(path, 0, tmp_path)[0], before)
+
+
+def test_stem_box_refused_when_the_movie_box_is_not_last(tmp_path):
+    path = tmp_path / "fast.mp4"
+    encode_tone(path, "-movflags", "+faststart")
+    original = path.read_bytes()
+    with pytest.raises(OutputError, match="^cannot write .*fast.mp4: ffmpeg did not put the movie box last$"):
+        add_stem_box(path, b"{}")
+    assert path.read_bytes() == original
 
 
 def test_stem_slots_for_each_kind_of_model():
