@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from distributed import Client, LocalCluster
+from dask.distributed import Client, LocalCluster
 
 import stemsplit
 
