@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from . import __version__
 from .errors import StemsplitError
 
 if TYPE_CHECKING:
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-OUTPUT_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a")
+STEM_FILE_TEMPLATE = "{track}.{ext}"  # the default for --format stem: one file per song
+STEM_FILE = "stems"  # the {stem} field, and the output's name, of a stem file
+OUTPUT_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a", "stem")
 
 
 class Terminated(BaseException):
@@ -44,7 +47,7 @@ class DefaultCommandGroup(click.Group):
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="stemsplit")
+@click.version_option(__version__, prog_name="stemsplit")
 def main() -> None:
     """Split songs into stems (vocals, drums, bass, other) with HT Demucs."""
 
@@ -126,6 +129,21 @@ def pick_stems(stems_of_model: list[str], stems: tuple[str, ...], two_stems: str
     if two_stems:
         return [two_stems, f"no_{two_stems}"]
     return wanted or list(stems_of_model)
+
+
+def pick_outputs(stems_of_model: list[str], names_wanted: tuple[tuple[str, ...], str | None], format: str) -> list[str]:
+    """Names of the outputs of each song: the stems to write, or the one stem file."""
+    if format != "stem":
+        return pick_stems(stems_of_model, *names_wanted)
+    from .stemfile import slot_sources
+
+    if any(names_wanted):
+        raise click.UsageError("--format stem writes the mix and all four stems; drop --stems/--two-stems")
+    try:
+        slot_sources(stems_of_model)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--format") from None
+    return [STEM_FILE]
 
 
 def bag_for(bag: Bag, names: list[str], other_method: str) -> Bag:
@@ -228,6 +246,7 @@ class Options:
     clip_mode: str
     jobs: int
     other_method: str
+    stem_codec: str = "aac"
 
 
 @dataclass(frozen=True)
@@ -253,14 +272,21 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
 
     names = list(paths)
     task = progress.add_task(title, total=None)
-    with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
-                           source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                           clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
-                           jobs=options.jobs) as writers:
-        for block in separate_stream(bag, song, options.settings, options.device,
-                                     progress=lambda done, total: progress.update(task, completed=done,
-                                                                                  total=total)):
-            writers.write(mix_stems(block, bag.stems, names))
+    blocks = separate_stream(bag, song, options.settings, options.device,
+                             progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if options.format == "stem":
+        from .stemfile import write_stem_file
+
+        write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
+                        codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
+                        tags=song.info.tags, jobs=options.jobs)
+    else:
+        with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
+                               source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
+                               clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
+                               jobs=options.jobs) as writers:
+            for block in blocks:
+                writers.write(mix_stems(block, bag.stems, names))
     progress.remove_task(task)
 
 
@@ -331,8 +357,8 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
     console.detail(f"device: {options.device}")
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
-    names = pick_stems(model_bag.stems, *names_wanted)
-    bag = bag_for(model_bag, names, options.other_method)
+    names = pick_outputs(model_bag.stems, names_wanted, options.format)
+    bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     try:
         check_settings(bag, options.settings, options.device)
@@ -340,8 +366,10 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
         raise click.BadParameter(str(exc)) from None
     stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
-    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, options.format)
-            for name in files}
+    ext = "stem.mp4" if options.format == "stem" else options.format
+    if options.format == "stem" and template == DEFAULT_TEMPLATE:
+        template = STEM_FILE_TEMPLATE
+    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext) for name in files}
     owners: dict[Path, str] = {}  # stem path -> the first input writing it
     clashes = {}  # input -> the earlier input whose stems it would overwrite
     for name, paths in plan.items():
@@ -379,7 +407,9 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
                 if as_json:
                     click.echo(result.json())
                 if result.status == "done":
-                    console.info(f"  {len(paths)} stems in {paths[names[0]].parent} ({result.seconds:.1f} s)")
+                    first = paths[names[0]]
+                    written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
+                    console.info(f"  {written} ({result.seconds:.1f} s)")
         if to_stdout and results[0].status == "done":
             with open(results[0].outputs[to_stdout], "rb") as stem:
                 shutil.copyfileobj(stem, sys.stdout.buffer)
@@ -432,9 +462,12 @@ def raise_terminated(signum: int, frame: object) -> None:
               "only the networks STEM needs, and the pair sums to the mix exactly).")
 @click.option("--stems", "stems", metavar="STEM[,STEM...]", default="",
               help="Write only these stems (comma-separated).")
-@click.option("--format", "audio_format", type=click.Choice(OUTPUT_FORMATS), default="wav", show_default=True)
+@click.option("--format", "audio_format", type=click.Choice(OUTPUT_FORMATS), default="wav", show_default=True,
+              help="Stem encoding; `stem`: one Native Instruments {track}.stem.mp4 per song (mix + 4 stems).")
+@click.option("--stem-codec", type=click.Choice(["aac", "alac"]), default="aac", show_default=True,
+              help="--format stem: AAC at 256 kb/s, or lossless ALAC (16/24 bits, see --bit-depth).")
 @click.option("--bit-depth", type=click.Choice(["16", "24", "32"]), default="24", show_default=True,
-              help="wav: 16/24-bit integer or 32-bit float; flac: 16/24.")
+              help="wav: 16/24-bit integer or 32-bit float; flac and ALAC stem files: 16/24.")
 @click.option("--clip-mode", type=click.Choice(["rescale", "clamp", "none"]), default="rescale",
               show_default=True, help="How to avoid clipping in the written stems.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
@@ -451,8 +484,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True, help="Say more (ffmpeg used, device, model files).")
 def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
-             two_stems, other_method, stems, audio_format, bit_depth, clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout,
-             quiet, verbose) -> None:
+             two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
+             skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     from .separation import Settings
 
@@ -464,6 +497,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
         raise click.UsageError("--stdout and --json both write to stdout; use one")
     if audio_format == "flac" and bit_depth == "32":
         raise click.BadParameter("flac supports 16 or 24 bits", param_hint="--bit-depth")
+    if audio_format == "stem" and stem_codec == "alac" and bit_depth == "32":
+        raise click.BadParameter("alac stem files support 16 or 24 bits", param_hint="--bit-depth")
     if to_stdout:
         audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
         stems = () if two_stems else (to_stdout,)
@@ -473,7 +508,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     try:
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
-        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method)
+        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,
+                          stem_codec)
         code = run(console, inputs, options, model, out, filename, (stems, two_stems),
                    parse_shard(shard), skip_existing, as_json, to_stdout)
     except StemsplitError as exc:
