@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_configs import PRETRAINED_KWARGS  # noqa: E402
 
-from stemsplit.networks.htdemucs import HTDemucs  # noqa: E402
+from stemsplit.networks.htdemucs import HTDemucs, HTDemucsConfig  # noqa: E402
 
 OVERLAP = 0.25  # the engine's default: each forward advances the song by 3/4 of a segment
 PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -66,7 +66,7 @@ def networks(name: str, layer_scales: str = "random", seed: int = 0) -> tuple[to
             parameter.add_(0.05 * torch.randn_like(parameter))
             if name.endswith(".scale") and layer_scales == "random":
                 parameter.normal_(0, 0.3)
-    ours = HTDemucs(**kwargs).eval()
+    ours = HTDemucs(HTDemucsConfig.from_reference(**kwargs)).eval()
     ours.load_state_dict(reference.state_dict())
     return reference, ours
 

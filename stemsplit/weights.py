@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .errors import ModelError
-from .networks.htdemucs import HTDemucs
+from .networks.htdemucs import HTDemucs, HTDemucsConfig
 
 # The names weight files give the model class, mapped to the class that runs them.
 MODEL_CLASSES = {"demucs.htdemucs.HTDemucs": HTDemucs}
@@ -90,8 +90,8 @@ def _build(klass: type[HTDemucs], args: Any, kwargs: Any, state: dict[str, torch
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise ModelError(f"{path} has malformed model arguments")
     try:
-        model = klass(*args, **kwargs)
-    except TypeError as error:
+        model = klass(HTDemucsConfig.from_reference(*args, **kwargs))
+    except ModelError as error:
         raise ModelError(f"{path} has a model configuration stemsplit does not support: {error}") from error
     try:
         model.load_state_dict(state, strict=True)

@@ -22,10 +22,10 @@ def perturbed_reference(kwargs: dict, seed: int = 0, scale: float = 0.05):
 
 
 def model_pair(kwargs: dict, seed: int = 0):
-    from stemsplit.networks.htdemucs import HTDemucs
+    from stemsplit.networks.htdemucs import HTDemucs, HTDemucsConfig
 
     reference = perturbed_reference(kwargs, seed)
-    ours = HTDemucs(**kwargs).eval()
+    ours = HTDemucs(HTDemucsConfig.from_reference(**kwargs)).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
 

@@ -12,7 +12,7 @@ from demucs.htdemucs import HTDemucs as ReferenceHTDemucs
 from oracle import perturbed_reference, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
 from stemsplit.errors import ModelError
-from stemsplit.networks.htdemucs import HTDemucs, attention, positions
+from stemsplit.networks.htdemucs import HTDemucs, HTDemucsConfig, attention, positions
 
 TOLERANCE = 1e-4
 
@@ -30,7 +30,7 @@ def model_pair(kwargs: dict, seed: int = 0) -> tuple[torch.nn.Module, HTDemucs]:
         for name, parameter in reference.named_parameters():
             if name.endswith(".scale"):
                 parameter.normal_(0, 0.3)
-    ours = HTDemucs(**kwargs).eval()
+    ours = HTDemucs(HTDemucsConfig.from_reference(**kwargs)).eval()
     ours.load_state_dict(reference.state_dict(), strict=True)
     return reference, ours
 
@@ -67,12 +67,12 @@ def test_pretrained_short_input_matches_reference(pretrained_pair):
 def test_pretrained_state_dict_names_and_shapes(name):
     kwargs = PRETRAINED_KWARGS[name]
     expected = {key: value.shape for key, value in ReferenceHTDemucs(**kwargs).state_dict().items()}
-    actual = {key: value.shape for key, value in HTDemucs(**kwargs).state_dict().items()}
+    actual = {key: value.shape for key, value in HTDemucs(HTDemucsConfig.from_reference(**kwargs)).state_dict().items()}
     assert actual == expected
 
 
 def test_htdemucs_attributes():
-    model = HTDemucs(**PRETRAINED_KWARGS["htdemucs"])
+    model = HTDemucs(HTDemucsConfig.from_reference(**PRETRAINED_KWARGS["htdemucs"]))
     assert model.sources == ["drums", "bass", "other", "vocals"]
     assert (model.samplerate, model.audio_channels) == (44100, 2)
     assert model.segment == Fraction(39, 5)
@@ -118,7 +118,7 @@ def test_short_input_equals_zero_padded_prefix():
 
 
 def test_too_long_input_is_rejected():
-    model = HTDemucs(**SMALL_KWARGS).eval()
+    model = HTDemucs(HTDemucsConfig.from_reference(**SMALL_KWARGS)).eval()
     with pytest.raises(ValueError, match="more than"):
         model(torch.zeros(1, 2, model.training_length + 1))
 
@@ -126,7 +126,7 @@ def test_too_long_input_is_rejected():
 def test_untrained_model_runs_and_is_finite():
     # Other tests build tiny models without weights; their outputs must still be usable numbers.
     torch.manual_seed(5)
-    model = HTDemucs(**SMALL_KWARGS).eval()
+    model = HTDemucs(HTDemucsConfig.from_reference(**SMALL_KWARGS)).eval()
     with torch.inference_mode():
         out = model(torch.randn(1, 2, 1000))
     assert out.shape == (1, 4, 2, 1000)
@@ -191,4 +191,4 @@ UNSUPPORTED = {
 @pytest.mark.parametrize("overrides, message", UNSUPPORTED.values(), ids=UNSUPPORTED.keys())
 def test_unsupported_options_raise_model_error(overrides, message):
     with pytest.raises(ModelError, match=re.escape(message)):
-        HTDemucs(**{**SMALL_KWARGS, **overrides})
+        HTDemucs(HTDemucsConfig.from_reference(**{**SMALL_KWARGS, **overrides}))

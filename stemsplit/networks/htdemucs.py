@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 
 import torch
@@ -386,159 +387,149 @@ class CrossTransformer(nn.Module):
         return x, xt.transpose(1, 2)
 
 
-def unsupported_options(*, cac: bool, multi_freqs: list | None, t_emb: str, t_sparse_self_attn: bool,
-                        t_sparse_cross_attn: bool, t_sin_random_shift: int, use_train_segment: bool,
-                        channels: int, channels_time: int | None, nfft: int, stride: int, depth: int,
-                        kernel_size: int) -> list[str]:
-    """Reasons why an (otherwise valid) reference configuration cannot be run here."""
-    reasons = []
-    if not cac:
-        reasons.append("cac=False (magnitude masks with Wiener filtering)")
-    if multi_freqs:
-        reasons.append("multi_freqs (split frequency bands)")
-    if t_emb != "sin":
-        reasons.append(f"t_emb={t_emb!r} (only 'sin')")
-    if t_sparse_self_attn or t_sparse_cross_attn:
-        reasons.append("sparse attention")
-    if t_sin_random_shift:
-        reasons.append("t_sin_random_shift (random positions)")
-    if not use_train_segment:
-        reasons.append("use_train_segment=False")
-    if channels_time not in (None, channels):
-        reasons.append("channels_time different from channels")
-    if nfft // 2 // stride ** (depth - 1) <= kernel_size:
-        reasons.append("so few frequencies that the two branches merge before the transformer")
-    return reasons
+# Reference constructor arguments that only matter for training, or for initialisation: accepted and ignored.
+TRAINING_ONLY = frozenset({
+    "wiener_iters", "end_iters", "wiener_residual", "time_stride", "multi_freqs_depth", "emb_smooth", "rescale",
+    "t_dropout", "t_max_positions", "t_weight_decay", "t_lr", "t_cape_mean_normalize", "t_cape_augment",
+    "t_cape_glob_loc_scale", "t_mask_type", "t_mask_random_seed", "t_sparse_attn_window", "t_global_window",
+    "t_sparsity", "t_auto_sparsity",
+})
+# Reference arguments whose other values change the network in ways not implemented here: value, why.
+ONLY_SUPPORTED = {
+    "cac": (True, "cac=False (magnitude masks with Wiener filtering)"),
+    "multi_freqs": (None, "multi_freqs (split frequency bands)"),
+    "t_emb": ("sin", "t_emb={value!r} (only 'sin')"),
+    "t_sparse_self_attn": (False, "sparse attention"),
+    "t_sparse_cross_attn": (False, "sparse attention"),
+    "t_sin_random_shift": (0, "t_sin_random_shift (random positions)"),
+    "use_train_segment": (True, "use_train_segment=False"),
+}
+
+
+@dataclass(frozen=True)
+class HTDemucsConfig:
+    """The shape of an HT Demucs network, named as the reference's constructor arguments."""
+
+    sources: tuple[str, ...]
+    audio_channels: int = 2
+    channels: int = 48
+    growth: int = 2
+    nfft: int = 4096
+    depth: int = 4
+    rewrite: bool = True
+    freq_emb: float = 0.2
+    emb_scale: float = 10
+    kernel_size: int = 8
+    stride: int = 4
+    context: int = 1
+    context_enc: int = 0
+    norm_starts: int = 4
+    norm_groups: int = 4
+    dconv_mode: int = 1
+    dconv_depth: int = 2
+    dconv_comp: float = 8
+    dconv_init: float = 1e-3
+    bottom_channels: int = 0
+    t_layers: int = 5
+    t_hidden_scale: float = 4.0
+    t_heads: int = 8
+    t_norm_in: bool = True
+    t_norm_in_group: bool = False
+    t_group_norm: bool = False
+    t_norm_first: bool = True
+    t_norm_out: bool = True
+    t_max_period: float = 10000.0
+    t_weight_pos_embed: float = 1.0
+    t_layer_scale: bool = True
+    t_gelu: bool = True
+    t_cross_first: bool = False
+    samplerate: int = 44100
+    segment: Fraction = Fraction(10)
+
+    @classmethod
+    def from_reference(cls, *args: object, **kwargs: object) -> HTDemucsConfig:
+        """The configuration the reference's constructor arguments describe (as weight files store them)."""
+        if len(args) > 1:
+            raise ModelError("only `sources` may be given by position")
+        kwargs = {**dict(zip(["sources"], args)), **kwargs, "multi_freqs": kwargs.get("multi_freqs") or None}
+        names = {field.name for field in fields(cls)}
+        unknown = kwargs.keys() - names - TRAINING_ONLY - ONLY_SUPPORTED.keys() - {"channels_time"}
+        if unknown:
+            raise ModelError(f"unknown model options: {', '.join(sorted(unknown))}")
+        reasons = [why.format(value=kwargs[key]) for key, (value, why) in ONLY_SUPPORTED.items()
+                   if kwargs.get(key, value) != value]
+        if kwargs.get("channels_time") not in (None, kwargs.get("channels", 48)):
+            reasons.append("channels_time different from channels")
+        try:
+            config = cls(**{key: value for key, value in kwargs.items() if key in names})
+        except TypeError as error:
+            raise ModelError(f"incomplete model options: {error}") from error
+        if config.nfft // 2 // config.stride ** (config.depth - 1) <= config.kernel_size:
+            reasons.append("so few frequencies that the two branches merge before the transformer")
+        if reasons:
+            raise ModelError(f"unsupported model options: {'; '.join(dict.fromkeys(reasons))}")
+        return replace(config, sources=tuple(config.sources), segment=Fraction(config.segment).limit_denominator())
 
 
 class HTDemucs(nn.Module):
-    """Hybrid Transformer Demucs. Takes the reference's constructor arguments by name;
-    those that only matter for training (dropout, initialisation, sparsity and CAPE
-    settings, learning rates...) are accepted and ignored."""
+    """Hybrid Transformer Demucs, built from its configuration."""
 
-    def __init__(
-        self,
-        sources: list[str],
-        audio_channels: int = 2,
-        channels: int = 48,
-        channels_time: int | None = None,
-        growth: int = 2,
-        nfft: int = 4096,
-        wiener_iters: int = 0,  # ignored: only used when cac=False
-        end_iters: int = 0,
-        wiener_residual: bool = False,
-        cac: bool = True,
-        depth: int = 4,
-        rewrite: bool = True,
-        multi_freqs: list | None = None,
-        multi_freqs_depth: int = 3,
-        freq_emb: float = 0.2,
-        emb_scale: float = 10,
-        emb_smooth: bool = True,
-        kernel_size: int = 8,
-        time_stride: int = 2,  # ignored: only used when the branches merge
-        stride: int = 4,
-        context: int = 1,
-        context_enc: int = 0,
-        norm_starts: int = 4,
-        norm_groups: int = 4,
-        dconv_mode: int = 1,
-        dconv_depth: int = 2,
-        dconv_comp: float = 8,
-        dconv_init: float = 1e-3,
-        bottom_channels: int = 0,
-        t_layers: int = 5,
-        t_emb: str = "sin",
-        t_hidden_scale: float = 4.0,
-        t_heads: int = 8,
-        t_dropout: float = 0.0,
-        t_max_positions: int = 10000,
-        t_norm_in: bool = True,
-        t_norm_in_group: bool = False,
-        t_group_norm: bool = False,
-        t_norm_first: bool = True,
-        t_norm_out: bool = True,
-        t_max_period: float = 10000.0,
-        t_weight_decay: float = 0.0,
-        t_lr: float | None = None,
-        t_layer_scale: bool = True,
-        t_gelu: bool = True,
-        t_weight_pos_embed: float = 1.0,
-        t_sin_random_shift: int = 0,
-        t_cape_mean_normalize: bool = True,
-        t_cape_augment: bool = True,
-        t_cape_glob_loc_scale: list | None = None,
-        t_sparse_self_attn: bool = False,
-        t_sparse_cross_attn: bool = False,
-        t_mask_type: str = "diag",
-        t_mask_random_seed: int = 42,
-        t_sparse_attn_window: int = 500,
-        t_global_window: int = 100,
-        t_sparsity: float = 0.95,
-        t_auto_sparsity: bool = False,
-        t_cross_first: bool = False,
-        rescale: float = 0.1,
-        samplerate: int = 44100,
-        segment: float | Fraction = 10,
-        use_train_segment: bool = True,
-        **unknown: object,
-    ):
+    def __init__(self, config: HTDemucsConfig):
         super().__init__()
-        if unknown:
-            raise ModelError(f"unknown model options: {', '.join(sorted(unknown))}")
-        reasons = unsupported_options(
-            cac=cac, multi_freqs=multi_freqs, t_emb=t_emb, t_sparse_self_attn=t_sparse_self_attn,
-            t_sparse_cross_attn=t_sparse_cross_attn, t_sin_random_shift=t_sin_random_shift,
-            use_train_segment=use_train_segment, channels=channels, channels_time=channels_time,
-            nfft=nfft, stride=stride, depth=depth, kernel_size=kernel_size)
-        if reasons:
-            raise ModelError(f"unsupported model options: {'; '.join(reasons)}")
-        self.sources = list(sources)
-        self.samplerate = samplerate
-        self.audio_channels = audio_channels
-        self.segment = Fraction(segment).limit_denominator()
-        self.nfft = nfft
-
+        self.config = config
+        self.sources = list(config.sources)
+        self.samplerate = config.samplerate
+        self.audio_channels = config.audio_channels
+        self.segment = config.segment
+        self.nfft = config.nfft
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
         self.tencoder = nn.ModuleList()
         self.tdecoder = nn.ModuleList()
-        dconv = {"depth": dconv_depth, "compress": dconv_comp, "init": dconv_init}
-        chin, chout = audio_channels, channels
         self.freq_emb = None
-        for index in range(depth):
-            options = {"kernel_size": kernel_size, "stride": stride, "norm": index >= norm_starts,
-                       "norm_groups": norm_groups, "rewrite": rewrite}
-            encoder_options = {**options, "context": context_enc, "dconv": dconv if dconv_mode & 1 else None}
-            decoder_options = {**options, "context": context, "dconv": dconv if dconv_mode & 2 else None,
+        width = self.build_unets(config)
+        self.build_bottom(config, width)
+
+    def build_unets(self, c: HTDemucsConfig) -> int:
+        """Both U-Nets, layer by layer; returns the width at their bottom."""
+        dconv = {"depth": c.dconv_depth, "compress": c.dconv_comp, "init": c.dconv_init}
+        chin, chout = c.audio_channels, c.channels
+        for index in range(c.depth):
+            options = {"kernel_size": c.kernel_size, "stride": c.stride, "norm": index >= c.norm_starts,
+                       "norm_groups": c.norm_groups, "rewrite": c.rewrite}
+            encoder_options = {**options, "context": c.context_enc, "dconv": dconv if c.dconv_mode & 1 else None}
+            decoder_options = {**options, "context": c.context, "dconv": dconv if c.dconv_mode & 2 else None,
                                "last": index == 0}
             # The spectrogram enters and leaves with real and imaginary parts as separate channels.
             complex_channels = 2 if index == 0 else 1
-            restored = audio_channels * len(self.sources) if index == 0 else chin
+            restored = c.audio_channels * len(c.sources) if index == 0 else chin
             self.encoder.append(EncoderLayer(complex_channels * chin, chout, freq=True, **encoder_options))
             self.tencoder.append(EncoderLayer(chin, chout, freq=False, **encoder_options))
             self.decoder.insert(0, DecoderLayer(chout, complex_channels * restored, freq=True, **decoder_options))
             self.tdecoder.insert(0, DecoderLayer(chout, restored, freq=False, **decoder_options))
-            if index == 0 and freq_emb:
-                self.freq_emb = FrequencyEmbedding(nfft // 2 // stride, chout, emb_scale)
-                self.freq_emb_scale = freq_emb
-            chin, chout = chout, int(growth * chout)
+            if index == 0 and c.freq_emb:
+                self.freq_emb = FrequencyEmbedding(c.nfft // 2 // c.stride, chout, c.emb_scale)
+                self.freq_emb_scale = c.freq_emb
+            chin, chout = chout, int(c.growth * chout)
+        return chin
 
-        if bottom_channels:
-            self.channel_upsampler = nn.Conv1d(chin, bottom_channels, 1)
-            self.channel_downsampler = nn.Conv1d(bottom_channels, chin, 1)
-            self.channel_upsampler_t = nn.Conv1d(chin, bottom_channels, 1)
-            self.channel_downsampler_t = nn.Conv1d(bottom_channels, chin, 1)
-        self.bottom_channels = bottom_channels
-        dim = bottom_channels or chin
-        if t_layers and (dim % t_heads or dim % 4):
-            raise ModelError(f"transformer width {dim} must be divisible by 4 and by t_heads={t_heads}")
+    def build_bottom(self, c: HTDemucsConfig, width: int) -> None:
+        """The cross-domain transformer, with 1x1 convolutions to its own width if it has one."""
+        if c.bottom_channels:
+            self.channel_upsampler = nn.Conv1d(width, c.bottom_channels, 1)
+            self.channel_downsampler = nn.Conv1d(c.bottom_channels, width, 1)
+            self.channel_upsampler_t = nn.Conv1d(width, c.bottom_channels, 1)
+            self.channel_downsampler_t = nn.Conv1d(c.bottom_channels, width, 1)
+        self.bottom_channels = c.bottom_channels
+        dim = c.bottom_channels or width
+        if c.t_layers and (dim % c.t_heads or dim % 4):
+            raise ModelError(f"transformer width {dim} must be divisible by 4 and by t_heads={c.t_heads}")
         self.crosstransformer = CrossTransformer(
-            dim, t_layers, t_heads, t_hidden_scale, cross_first=t_cross_first, norm_in=t_norm_in,
-            norm_in_group=t_norm_in_group, max_period=t_max_period, weight_pos_embed=t_weight_pos_embed,
-            norm_first=t_norm_first, norm_out=t_norm_out, group_norm=t_group_norm,
-            layer_scale=t_layer_scale, gelu=t_gelu,
-        ) if t_layers else None
+            dim, c.t_layers, c.t_heads, c.t_hidden_scale, cross_first=c.t_cross_first, norm_in=c.t_norm_in,
+            norm_in_group=c.t_norm_in_group, max_period=c.t_max_period, weight_pos_embed=c.t_weight_pos_embed,
+            norm_first=c.t_norm_first, norm_out=c.t_norm_out, group_norm=c.t_group_norm,
+            layer_scale=c.t_layer_scale, gelu=c.t_gelu,
+        ) if c.t_layers else None
 
     @property
     def chunking(self) -> CentredSegments:
