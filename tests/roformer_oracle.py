@@ -1,0 +1,60 @@
+"""The audio-separator RoFormer classes as test oracles, built with random weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from stemsplit.networks.roformer import RoformerConfig
+
+
+def oracle_module(family: str):
+    """The audio-separator module of a family; skips the test when the package is absent."""
+    pytest.importorskip("audio_separator", reason="audio-separator (the RoFormer oracle) is not installed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its rotary dependency warns about deprecated autocast
+        if family == "bs_roformer":
+            from audio_separator.separator.uvr_lib_v5.roformer import bs_roformer as module
+        else:
+            from audio_separator.separator.uvr_lib_v5.roformer import mel_band_roformer as module
+    return module
+
+
+def oracle_network(config: RoformerConfig, seed: int = 0, scale: float = 0.05,
+                   only_vectors: bool = False) -> torch.nn.Module:
+    """The oracle network for `config`, its parameters moved off their init so every path
+    matters. With `only_vectors`, only the norm gains, biases and rotary frequencies move
+    (the matrices keep their random init), which saves time on real-size networks."""
+    module = oracle_module(config.family)
+    kwargs = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    if config.family == "bs_roformer":
+        klass = module.BSRoformer
+        del kwargs["num_bands"], kwargs["sample_rate"]
+    else:
+        klass = module.MelBandRoformer
+        del kwargs["freqs_per_bands"]
+        kwargs["match_input_audio_length"] = True
+    torch.manual_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # it sizes its bands with an STFT that has no window
+        network = klass(**kwargs).eval()
+    if config.family == "mel_band_roformer" and config.mlp_expansion_factor != 4:
+        # The oracle's MelBandRoformer does not pass mlp_expansion_factor on to its mask
+        # estimators (the community trainer does); rebuild them with the oracle's own class.
+        dim_inputs = network.mask_estimators[0].dim_inputs
+        network.mask_estimators = torch.nn.ModuleList(
+            module.MaskEstimator(config.dim, dim_inputs, config.mask_estimator_depth,
+                                 mlp_expansion_factor=config.mlp_expansion_factor)
+            for _ in range(config.num_stems))
+    with torch.no_grad():
+        for parameter in network.parameters():
+            if not only_vectors or parameter.dim() == 1:
+                parameter.add_(torch.randn_like(parameter) * scale)
+    return network.eval()
+
+
+def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((ours - reference).norm() / reference.norm()).item()
