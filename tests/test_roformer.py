@@ -203,12 +203,12 @@ def test_real_configs_are_read_with_their_tuples_and_inference_settings():
 
 
 def write_config(folder: Path, model_lines: str = "", training: str = "", inference: str = "",
-                 num_stems: int = 1) -> Path:
+                 num_stems: int = 1, num_bands: int = 8) -> Path:
     """A small Mel-Band RoFormer config with extra `model` lines."""
     path = folder / "config.yaml"
     path.write_text(
         "audio:\n  sample_rate: 44100\n"
-        f"model:\n  dim: 16\n  depth: 1\n  num_bands: 8\n  stereo: true\n  num_stems: {num_stems}\n"
+        f"model:\n  dim: 16\n  depth: 1\n  num_bands: {num_bands}\n  stereo: true\n  num_stems: {num_stems}\n"
         "  stft_n_fft: 512\n  stft_hop_length: 128\n  stft_win_length: 512\n" + model_lines +
         (training or "training:\n  instruments: [vocals, other]\n  target_instrument: vocals\n") +
         (inference or "inference:\n  dim_t: 101\n  num_overlap: 2\n"))
@@ -235,6 +235,7 @@ def test_training_only_keys_are_ignored(tmp_path):
     ("  conformer_depth: 2\n", "model.conformer_depth is not supported"),
     ("  dim_freqs_in: 1025\n", "model.dim_freqs_in is 1025 but stft_n_fft 512 gives 257 frequencies"),
     ("  stereo: 2\n", "model.stereo must be true or false, not 2"),
+    ("  stft_win_length: 1024\n", "stft_win_length 1024 is longer than stft_n_fft 512"),
     ("  freqs_per_bands: [257]\n", "the model section needs exactly one of freqs_per_bands "
                                    "(BS-RoFormer) and num_bands (Mel-Band RoFormer)"),
 ])
@@ -243,6 +244,13 @@ def test_config_problems_are_model_errors_naming_the_file_and_key(tmp_path, line
     with pytest.raises(ModelError) as error:
         read_config(path)
     assert str(error.value) == f"{path}: {message}"
+
+
+def test_more_mel_bands_than_the_spectrum_can_fill_are_refused(tmp_path):
+    path = write_config(tmp_path, num_bands=200)
+    with pytest.raises(ModelError) as error:
+        read_config(path)
+    assert str(error.value) == f"{path}: num_bands=200 does not fit stft_n_fft=512: some band would hold no STFT bin"
 
 
 def test_inference_and_training_sections_are_checked(tmp_path):

@@ -68,6 +68,10 @@ class RoformerConfig:
                                  f"stft_n_fft={self.stft_n_fft} into at least 2 bands")
         elif self.num_bands < 2:
             raise ModelError("num_bands must be at least 2")
+        else:
+            mel_band_bins(self.num_bands, self.sample_rate, self.stft_n_fft)  # raises on an empty band
+        if self.stft_win_length > self.stft_n_fft:
+            raise ModelError(f"stft_win_length {self.stft_win_length} is longer than stft_n_fft {self.stft_n_fft}")
 
     @property
     def family(self) -> str:
@@ -318,8 +322,9 @@ def mel_band_bins(num_bands: int, sample_rate: int, n_fft: int) -> Tensor:
     falling = offsets[2:] / widths[1:, None]
     bands = torch.from_numpy(np.minimum(rising, falling) > 0)
     bands[0, 0] = bands[-1, -1] = True
-    if not bands.any(dim=0).all():
-        raise ModelError(f"num_bands={num_bands} leaves STFT bins of stft_n_fft={n_fft} outside every band")
+    if not (bands.any(dim=0).all() and bands.any(dim=1).all()):
+        raise ModelError(f"num_bands={num_bands} does not fit stft_n_fft={n_fft}: "
+                         "some band would hold no STFT bin")
     return bands
 
 
