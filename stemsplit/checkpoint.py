@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import yaml
 
+from .chunking import AlignedChunks
 from .errors import ModelError
 from .networks.roformer import BandRoformer, RoformerConfig, roformer
 from .weights import _is_torchscript, restricted_pickle
@@ -183,8 +184,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
-def load_network(checkpoint: Path, config: CheckpointConfig) -> BandRoformer:
-    """The network of `config` with the weights of `checkpoint`, float32, in eval mode."""
+def load_network(checkpoint: Path, config: Path | CheckpointConfig) -> BandRoformer:
+    """The network of `config` (a YAML file, or one read already) with the weights of
+    `checkpoint`, float32, in eval mode. It also carries what the engine needs to run it:
+    the stems it outputs (`sources`) and how it goes over a song (`chunking`)."""
+    if not isinstance(config, CheckpointConfig):
+        config = read_config(config)
     state = read_state_dict(checkpoint)
     network = roformer(config.network)
     expected = network.state_dict()
@@ -197,4 +202,6 @@ def load_network(checkpoint: Path, config: CheckpointConfig) -> BandRoformer:
             f"{checkpoint} does not fit its config ({config.family}): {len(missing)} weights missing, "
             f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
     network.load_state_dict(state, strict=True)
+    network.sources = list(config.sources)
+    network.chunking = AlignedChunks(config.chunk_size, config.num_overlap)
     return network.float().eval()

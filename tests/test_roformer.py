@@ -13,6 +13,7 @@ import torch
 
 from roformer_oracle import oracle_network, relative_error
 from stemsplit.checkpoint import load_network, read_config, read_state_dict
+from stemsplit.chunking import AlignedChunks
 from stemsplit.errors import ModelError
 from stemsplit.networks.roformer import (BSRoformer, MelBandRoformer, RoformerConfig, mel_band_bins,
                                          roformer)
@@ -302,8 +303,20 @@ def test_checkpoints_load_plain_or_wrapped(tmp_path, small_network, wrapper):
     checkpoint_config = dataclasses.replace(checkpoint_config, network=config)
     network = load_network(path, checkpoint_config)
     assert not network.training and all(p.dtype == torch.float32 for p in network.parameters())
+    assert network.sources == ["vocals"] and network.chunking == AlignedChunks(128 * 100, 2)
     audio = mixture(config, HOP * 20)
     assert_matches(network, oracle_output(oracle, config, audio), audio)
+
+
+def test_a_checkpoint_loads_with_the_path_of_its_config(tmp_path):
+    config_path = write_config(tmp_path, training="training:\n  instruments: [vocals, other]\n", num_stems=2)
+    config = read_config(config_path)
+    oracle = oracle_network(config.network, seed=5)
+    torch.save(oracle.state_dict(), tmp_path / "model.ckpt")
+    network = load_network(tmp_path / "model.ckpt", config_path)
+    assert (network.sources, network.samplerate, network.audio_channels) == (["vocals", "other"], 44100, 2)
+    audio = mixture(config.network, HOP * 20)
+    assert_matches(network, oracle_output(oracle, config.network, audio), audio)
 
 
 def test_half_precision_checkpoints_load_as_float32(tmp_path, small_network):
