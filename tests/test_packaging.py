@@ -34,7 +34,9 @@ def test_wheel_is_named_for_pypi_and_keeps_the_command_and_package(tmp_path):
         entry_points = wheel.read("stemsplit_cli-0.1.0.dist-info/entry_points.txt").decode()
     assert f"\nName: {NAME}\n" in metadata
     assert "[console_scripts]\nstemsplit = stemsplit.cli:main\n" in entry_points
-    assert {"stemsplit/__init__.py", "stemsplit/cli.py", "stemsplit/stemfile.py", "stemsplit/models.toml"} <= files
+    assert {"stemsplit/__init__.py", "stemsplit/cli.py", "stemsplit/stemfile.py", "stemsplit/models.toml",
+            "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py",
+            "stemsplit/configs/vocals_mel_band_roformer_kj.yaml"} <= files
 
 
 def test_readme_first_command_installs_the_checkout_by_that_name():
