@@ -157,8 +157,8 @@ def test_real_size_networks_match_the_oracle(path, klass):
     config = read_config(path).network
     oracle, ours = network_pair(config, only_vectors=True)
     assert isinstance(ours, klass)
-    # A quarter second (25 hops of 441 samples) keeps each forward to seconds on 2 cores.
-    audio = mixture(config, 25 * 441, batch=1)
+    # A tenth of a second (10 hops of 441 samples) keeps each forward to seconds on 2 cores.
+    audio = mixture(config, 10 * 441, batch=1)
     expected = oracle_output(oracle, config, audio)
     del oracle
     assert_matches(ours, expected, audio)
