@@ -58,3 +58,25 @@ def oracle_network(config: RoformerConfig, seed: int = 0, scale: float = 0.05,
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return ((ours - reference).norm() / reference.norm()).item()
+
+
+def oracle_demix(network: torch.nn.Module, mix: torch.Tensor, config) -> dict[str, "np.ndarray"]:
+    """audio-separator's MDXC `demix` (its RoFormer branch) on `mix` with the oracle `network`, as its
+    separator runs it for a `CheckpointConfig` (without its peak normalisation of the song)."""
+    import logging
+
+    from audio_separator.separator.architectures.mdxc_separator import MDXCSeparator
+    from ml_collections import ConfigDict
+
+    separator = MDXCSeparator.__new__(MDXCSeparator)  # its constructor loads files; demix needs only these
+    separator.logger = logging.getLogger("oracle")
+    separator.is_roformer, separator.pitch_shift, separator.overlap = True, 0, config.num_overlap
+    separator.override_model_segment_size, separator.segment_size = False, 256
+    separator.model_data_cfgdict = ConfigDict({
+        "model": {"stft_hop_length": config.network.stft_hop_length}, "inference": {"dim_t": config.dim_t},
+        "training": {"instruments": list(config.instruments), "target_instrument": config.target_instrument}})
+    separator.model_run = network
+    separator.primary_stem_name = config.target_instrument or config.instruments[0]
+    separator.secondary_stem_name = next(name for name in config.instruments if name != separator.primary_stem_name)
+    separator.is_primary_stem_main_target = bool(config.target_instrument)
+    return separator.demix(mix.numpy())

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from fractions import Fraction
-
-import numpy as np
+from pathlib import Path
 
 import pytest
 import torch
 
 from oracle import model_pair, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
-from stemsplit.bag import Bag, Member
-from stemsplit.chunking import AlignedChunks, CentredSegments
-from stemsplit.registry import demucs_bag
+from stemsplit.bag import Bag
+from stemsplit.chunking import CentredSegments
+from stemsplit.registry import demucs_bag, load_bag
 from stemsplit.separation import Settings, separate_tensor, window
 
 
@@ -133,56 +131,27 @@ def test_pretrained_configuration_matches_reference_on_30_seconds(name):
     assert relative_error(result, expected) < 1e-4
 
 
-# Band-split RoFormers: the engine's aligned-chunk procedure against audio-separator's `demix`
+# Band-split RoFormers: our network in the engine against audio-separator's network in its `demix`
 
-ROFORMER_CHUNK = 441 * 100  # stft_hop_length * (dim_t - 1) with dim_t = 101: one second
+def roformer_files(folder: Path, num_stems: int, num_overlap: int, seed: int = 0):
+    """A small random Mel-Band RoFormer of the oracle's as a community checkpoint and YAML (one-second chunks)."""
+    from roformer_oracle import oracle_network
+    from stemsplit.checkpoint import read_config
 
-
-def oracle_mel_roformer(num_stems: int, seed: int = 0) -> torch.nn.Module:
-    """A small Mel-Band RoFormer of the oracle's own, with random weights."""
-    pytest.importorskip("audio_separator")
-    from audio_separator.separator.uvr_lib_v5.roformer.mel_band_roformer import MelBandRoformer
-
-    torch.manual_seed(seed)
-    network = MelBandRoformer(dim=16, depth=1, stereo=True, num_stems=num_stems, num_bands=8, dim_head=8, heads=2,
-                              stft_hop_length=441, flash_attn=False).eval()
-    with torch.no_grad():
-        for parameter in network.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return network
-
-
-class ProtocolAdapter(torch.nn.Module):
-    """An oracle network behind the engine's protocol, so that the procedure alone is compared."""
-
-    def __init__(self, network: torch.nn.Module, sources: list[str], num_overlap: int):
-        super().__init__()
-        self.network, self.sources = network, sources
-        self.samplerate, self.audio_channels = 44100, 2
-        self.chunking = AlignedChunks(ROFORMER_CHUNK, num_overlap)
-
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        output = self.network(mix)
-        return output[:, None] if len(self.sources) == 1 else output
-
-
-def oracle_demix(network: torch.nn.Module, mix: torch.Tensor, instruments: list[str], target: str | None,
-                 num_overlap: int) -> dict[str, np.ndarray]:
-    """audio-separator's MDXC `demix` (its RoFormer branch) on `mix`, as its separator runs it."""
-    from audio_separator.separator.architectures.mdxc_separator import MDXCSeparator
-    from ml_collections import ConfigDict
-
-    separator = MDXCSeparator.__new__(MDXCSeparator)  # its constructor loads files; demix needs only these
-    separator.logger = logging.getLogger("oracle")
-    separator.is_roformer, separator.pitch_shift, separator.overlap = True, 0, num_overlap
-    separator.override_model_segment_size, separator.segment_size = False, 256
-    separator.model_data_cfgdict = ConfigDict({
-        "model": {"stft_hop_length": 441}, "inference": {"dim_t": ROFORMER_CHUNK // 441 + 1},
-        "training": {"instruments": instruments, "target_instrument": target}})
-    separator.model_run = network
-    separator.primary_stem_name, separator.secondary_stem_name = instruments[0], instruments[1]
-    separator.is_primary_stem_main_target = bool(target)
-    return separator.demix(mix.numpy())
+    target = "null" if num_stems > 1 else "vocals"
+    config_path = folder / f"small{num_stems}.yaml"
+    config_path.write_text(f"""audio: {{sample_rate: 44100}}
+model: {{dim: 16, depth: 1, stereo: true, num_stems: {num_stems}, num_bands: 8, dim_head: 8, heads: 2,
+        time_transformer_depth: 1, freq_transformer_depth: 1, stft_hop_length: 441, flash_attn: false,
+        attn_dropout: 0.1, ff_dropout: 0.1}}
+training: {{instruments: [vocals, other], target_instrument: {target}}}
+inference: {{dim_t: 101, num_overlap: {num_overlap}}}
+""")
+    config = read_config(config_path)
+    oracle = oracle_network(config.network, seed=seed)
+    checkpoint = folder / f"small{num_stems}.ckpt"
+    torch.save({"state_dict": oracle.state_dict()}, checkpoint)
+    return oracle, checkpoint, config_path, config
 
 
 def sdr(estimate: torch.Tensor, reference: torch.Tensor) -> float:
@@ -191,34 +160,38 @@ def sdr(estimate: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("seconds, num_overlap", [(3.7, 4), (0.4, 4), (2.0, 2), (1.0, 3)])
-def test_single_target_roformer_procedure_matches_the_oracle(seconds, num_overlap):
-    network = oracle_mel_roformer(num_stems=1)
+def test_single_target_roformer_matches_the_oracle(tmp_path, seconds, num_overlap):
+    from roformer_oracle import oracle_demix
+
+    oracle, checkpoint, config_path, config = roformer_files(tmp_path, 1, num_overlap)
+    bag = load_bag(checkpoint=checkpoint, config=config_path)
+    assert bag.name == "small1" and bag.stems == ["vocals", "no_vocals"] and bag.residual == "no_vocals"
     mix = random_mix(seconds, seed=7)
-    bag = Bag("kim", ["vocals", "no_vocals"], [Member(ProtocolAdapter(network, ["vocals"], num_overlap),
-                                                      {"vocals": 1.0})], residual="no_vocals")
     with torch.no_grad():
-        expected = oracle_demix(network, mix, ["vocals", "other"], "vocals", num_overlap)
+        expected = oracle_demix(oracle, mix, config)
     result = separate_tensor(bag, mix, Settings(batch_size=2))
     assert sdr(result[0], torch.from_numpy(expected["vocals"])) > 90
     assert sdr(result[1], torch.from_numpy(expected["other"])) > 90
     assert (result.sum(0) - mix).abs().max() < 1e-6  # the pair nulls against the mix
 
 
-def test_multi_instrument_roformer_procedure_matches_the_oracle():
-    network = oracle_mel_roformer(num_stems=2, seed=3)
+def test_multi_instrument_roformer_matches_the_oracle(tmp_path):
+    from roformer_oracle import oracle_demix
+
+    oracle, checkpoint, config_path, config = roformer_files(tmp_path, 2, 4, seed=3)
+    bag = load_bag(checkpoint=checkpoint, config=config_path)
+    assert bag.stems == ["vocals", "other"] and bag.residual is None
     mix = random_mix(2.6, seed=8)
-    adapter = ProtocolAdapter(network, ["vocals", "other"], 4)
-    bag = Bag("two", ["vocals", "other"], [Member(adapter, {"vocals": 1.0, "other": 1.0})])
     with torch.no_grad():
-        expected = oracle_demix(network, mix, ["vocals", "other"], None, 4)
+        expected = oracle_demix(oracle, mix, config)
     result = separate_tensor(bag, mix)
     for index, name in enumerate(["vocals", "other"]):
         assert sdr(result[index], torch.from_numpy(expected[name])) > 90
 
 
-def test_roformer_settings_that_do_not_apply_are_refused():
-    adapter = ProtocolAdapter(oracle_mel_roformer(num_stems=1), ["vocals"], 4)
-    bag = Bag("kim", ["vocals", "no_vocals"], [Member(adapter, {"vocals": 1.0})], residual="no_vocals")
+def test_roformer_settings_that_do_not_apply_are_refused(tmp_path):
+    _, checkpoint, config_path, _ = roformer_files(tmp_path, 1, 4)
+    bag = load_bag(checkpoint=checkpoint, config=config_path)
     mix = random_mix(0.5)
     with pytest.raises(ValueError, match="shifts are for HT Demucs models"):
         separate_tensor(bag, mix, Settings(shifts=1))
