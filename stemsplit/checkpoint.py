@@ -90,6 +90,10 @@ def _checkpoint_config(data: Any) -> CheckpointConfig:
     target = training.get("target_instrument") or None
     if target is not None and not isinstance(target, str):
         raise ModelError("training.target_instrument must be a stem name")
+    # Stem names are lower case here, as file names and in ensembles ("Vocals" -> vocals.wav).
+    instruments, target = [name.lower() for name in instruments], target and target.lower()
+    if len(set(instruments)) < len(instruments):
+        raise ModelError("training.instruments names a stem twice")
     config = CheckpointConfig(
         family=network.family, network=network, sample_rate=sample_rate,
         instruments=tuple(instruments), target_instrument=target,

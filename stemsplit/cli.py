@@ -526,17 +526,14 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
 
 @main.command()
 def models() -> None:
-    """List the models in the catalogue and which are downloaded."""
-    from rich.console import Console as RichConsole
-    from rich.table import Table
-
+    """List the models in the catalogue: family, stems, licence, pinning and whether they are downloaded."""
     from .registry import default_model, is_cached, read_catalogue
 
-    table = Table("name", "family", "stems", "licence", "pinned", "cached", "description")
     default = default_model()
     for name, info in read_catalogue().items():
-        label = f"{name} (default)" if name == default else name
-        table.add_row(label, info.family, ", ".join(info.stems), info.licence, "yes" if info.pinned else "no",
-                      "yes" if is_cached(info) else "no", info.description)
-    RichConsole().print(table)
+        click.echo(f"{name} (default)" if name == default else name)
+        click.echo(f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
+                   f"cached {'yes' if is_cached(info) else 'no'}")
+        click.echo(f"  stems: {', '.join(info.stems)}")
+        click.echo(f"  {info.description}")
 

@@ -77,17 +77,22 @@ class ModelInfo:
     stems: tuple[str, ...]
     repo: str = ""
     revision: str = ""
+    repo_type: str = "model"  # or "dataset", where a Hub dataset hosts the weights
     files: tuple[WeightFile, ...] = ()
     config: str | None = None  # RoFormers: the YAML in stemsplit/configs
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
 
     @property
-    def pinned(self) -> bool:
-        """Whether the revision is a commit and every file has a pinned SHA-256."""
+    def pinning(self) -> str:
+        """"yes": a commit and every file's SHA-256 are pinned; "sha256": the files are, the revision is a
+        branch; "no": checked against the Hub's own SHA-256 at first download, then against that."""
         if self.family == ENSEMBLE:
-            return all(find_model(part.model).pinned for part in self.parts)
-        return bool(COMMIT_PATTERN.fullmatch(self.revision)) and all(file.sha256 for file in self.files)
+            pins = {find_model(part.model).pinning for part in self.parts}
+            return "no" if "no" in pins else "sha256" if "sha256" in pins else "yes"
+        if not all(file.sha256 for file in self.files):
+            return "no"
+        return "yes" if COMMIT_PATTERN.fullmatch(self.revision) else "sha256"
 
 
 # The catalogue
@@ -132,7 +137,7 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         parts = tuple(EnsemblePart(part["model"], tuple(part["stems"])) for part in entry.get("parts", ()))
         info = ModelInfo(name=name, family=entry["family"], description=entry["description"],
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
-                         revision=entry.get("revision", ""), files=files, config=entry.get("config"),
+                         revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files, config=entry.get("config"),
                          parts=parts, residual=entry.get("residual"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
@@ -153,6 +158,8 @@ def _catalogue_problem(info: ModelInfo) -> str | None:
         return None if info.parts and info.residual in info.stems else "an ensemble needs parts and a residual stem"
     if not info.repo or not info.revision or not info.files:
         return "it needs a repo, a revision and files"
+    if info.repo_type not in ("model", "dataset"):
+        return "repo_type must be model or dataset"
     if info.family != HTDEMUCS and not info.config:
         return "a RoFormer needs its config"
     for file in info.files:
@@ -258,7 +265,7 @@ def hub_offline() -> bool:
 
 
 def _repo_folder(info: ModelInfo) -> Path:
-    return hub_cache() / f"models--{info.repo.replace('/', '--')}"
+    return hub_cache() / f"{info.repo_type}s--{info.repo.replace('/', '--')}"
 
 
 def is_cached(info: ModelInfo) -> bool:
@@ -300,7 +307,8 @@ def _download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
     from huggingface_hub.utils import LocalEntryNotFoundError
 
     try:
-        return Path(hf_hub_download(info.repo, file.name, revision=revision, cache_dir=hub_cache(),
+        return Path(hf_hub_download(info.repo, file.name, revision=revision, repo_type=info.repo_type,
+                                    cache_dir=hub_cache(),
                                     endpoint=os.environ.get("HF_ENDPOINT") or None,
                                     local_files_only=hub_offline()))
     except LocalEntryNotFoundError as error:
@@ -329,6 +337,7 @@ def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
 
     try:
         metadata = get_hf_file_metadata(hf_hub_url(info.repo, file.name, revision=info.revision,
+                                                   repo_type=info.repo_type,
                                                    endpoint=os.environ.get("HF_ENDPOINT") or None))
     except Exception as error:  # whatever the network or the Hub did wrong
         raise ModelError(f"asking the Hub about {file.name} of model '{info.name}' failed "

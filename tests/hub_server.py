@@ -12,13 +12,14 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-RESOLVE = re.compile(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)")
+RESOLVE = re.compile(r"/(?:datasets/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)")
 
 
 class HubServer:
     def __init__(self) -> None:
         self.commits: dict[str, str] = {}  # repo id -> its only commit
         self.files: dict[tuple[str, str], bytes] = {}  # (repo id, filename) -> content
+        self.etags: dict[tuple[str, str], str] = {}  # (repo id, filename) -> an ETag other than the SHA-256
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.stall_after: int | None = None  # GET sends this many bytes, then hangs
         self.stalled = threading.Event()
@@ -76,7 +77,8 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             start = self.range_start()
             self.send_response(206 if start else 200)
             self.send_header("X-Repo-Commit", commit)
-            self.send_header("ETag", f'"{hashlib.sha256(content).hexdigest()}"')
+            etag = hub.etags.get((match["repo"], match["filename"]), hashlib.sha256(content).hexdigest())
+            self.send_header("ETag", f'"{etag}"')
             self.send_header("Content-Length", str(len(content) - start))
             self.send_header("Accept-Ranges", "bytes")
             if start:

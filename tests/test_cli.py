@@ -123,11 +123,19 @@ def test_errors_are_one_line_with_a_distinct_exit_code(tmp_path, song, tiny_repo
 
 
 def test_models_lists_the_catalogue_without_network(tmp_path):
-    result = stemsplit("models", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf"), "COLUMNS": "200"})
+    from stemsplit.registry import read_catalogue
+
+    result = stemsplit("models", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr
-    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s"):
-        assert name in result.stdout
-    assert "no" in result.stdout
+    lines = result.stdout.splitlines()
+    catalogue = read_catalogue()
+    assert [line for line in lines if not line.startswith(" ")] == [
+        f"{name} (default)" if name == "htdemucs" else name for name in catalogue]
+    for name, info in catalogue.items():
+        at = lines.index(f"{name} (default)" if name == "htdemucs" else name)
+        assert lines[at + 1] == f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; cached no"
+        assert lines[at + 2] == f"  stems: {', '.join(info.stems)}"
+    assert "  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; cached no" in lines
 
 
 def test_help_names_the_options():

@@ -11,6 +11,7 @@ import sys
 import time
 import types
 import typing
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from oracle import perturbed_reference, safetensors_file
 from reference_configs import SMALL_KWARGS
 from stemsplit.errors import ModelError
 from stemsplit.registry import (
+    RECORDS,
     ModelInfo,
     WeightFile,
     default_model,
@@ -36,6 +38,7 @@ from stemsplit.registry import (
     read_catalogue,
     sha256_of,
 )
+from stemsplit.separation import separate_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHA256 = ROOT.parent / "shared" / "reference" / "weights-sha256.txt"
@@ -141,7 +144,7 @@ def test_catalogue_lists_the_official_models():
     for info in catalogue.values():
         if info.family != "htdemucs":
             continue
-        assert len(info.revision) == 40 and info.pinned
+        assert len(info.revision) == 40 and info.pinning == "yes"
         for file in info.files:
             assert file.name == f"{file.signature}.safetensors"
             assert file.legacy == f"{file.signature}-{file.legacy_sha256[:8]}.th"
@@ -508,3 +511,98 @@ def test_omegaconf_objects_outside_training_args_are_refused(tmp_path, reference
 def test_sha256_of(tmp_path):
     (tmp_path / "file").write_bytes(b"abc")
     assert sha256_of(tmp_path / "file") == hashlib.sha256(b"abc").hexdigest()
+
+
+# Unpinned files, licences, other families and ensembles from the Hub
+
+def test_first_download_names_the_licence(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    heard = []
+    download_bag(tiny_info(weights), heard.append)
+    download_bag(tiny_info(weights), heard.append)
+    assert heard == ["downloading model 'tiny' (licence: MIT)"]
+
+
+def unpinned(info: ModelInfo) -> ModelInfo:
+    return replace(info, revision="main", files=tuple(replace(file, sha256=None) for file in info.files))
+
+
+def test_unpinned_file_is_checked_against_the_hubs_sha256_then_against_the_record(hub, reference, weights,
+                                                                                 monkeypatch):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    info = unpinned(tiny_info(weights))
+    assert info.pinning == "no" and not is_cached(info)
+    assert_same_weights(download_bag(info), reference)
+    folder = hub_cache() / f"models--{REPO_ID.replace('/', '--')}"
+    record = json.loads((folder / RECORDS).read_text())
+    assert record == {f"main/{SIGNATURE}.safetensors": {"commit": COMMIT, "sha256": hashlib.sha256(weights).hexdigest()}}
+    assert is_cached(info)
+    hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert_same_weights(download_bag(info), reference)
+    cached = (folder / "snapshots" / COMMIT / f"{SIGNATURE}.safetensors").resolve()
+    cached.write_bytes(weights[:-1] + b"\0")
+    with pytest.raises(ModelError, match="was corrupt"):
+        download_bag(info)
+    assert not cached.exists()
+
+
+def test_unpinned_file_the_hub_gives_no_sha256_for_is_refused(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = "0123abcd" * 5  # a git blob id: not an LFS file
+    with pytest.raises(ModelError, match=f"publishes no SHA-256 for {SIGNATURE}.safetensors"):
+        download_bag(unpinned(tiny_info(weights)))
+    assert not cached_files(tiny_info(weights))
+
+
+def test_unpinned_file_whose_bytes_differ_from_the_hubs_sha256_is_refused(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = hashlib.sha256(b"other bytes").hexdigest()
+    with pytest.raises(ModelError, match="was corrupt"):
+        download_bag(unpinned(tiny_info(weights)))
+    assert not cached_files(tiny_info(weights))
+
+
+def test_roformer_from_a_hub_dataset_and_an_ensemble_with_htdemucs(hub, weights, tmp_path, monkeypatch):
+    from test_separation import roformer_files
+
+    _, checkpoint, config_path, _ = roformer_files(tmp_path, 1, 4)
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.add("someone/mirror", COMMIT, "voc/small.ckpt", checkpoint.read_bytes())
+    sha256 = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    catalogue = tmp_path / "models.toml"
+    catalogue.write_text(catalogue_toml(tiny_info(weights)) + f"""
+[voc]
+family = "mel_band_roformer"
+description = "a small vocals RoFormer"
+licence = "not stated"
+stems = ["vocals", "no_vocals"]
+repo = "someone/mirror"
+repo_type = "dataset"
+revision = "{COMMIT}"
+config = "{config_path}"
+
+[[voc.files]]
+name = "voc/small.ckpt"
+sha256 = "{sha256}"
+
+[mix]
+family = "ensemble"
+description = "vocals from voc, drums and bass from tiny"
+licence = "those of its parts"
+stems = ["drums", "bass", "other", "vocals"]
+residual = "other"
+parts = [{{model = "voc", stems = ["vocals"]}}, {{model = "tiny", stems = ["drums", "bass"]}}]
+""")
+    monkeypatch.setattr("stemsplit.registry.CATALOGUE", catalogue)
+    voc = load_bag("voc")
+    assert voc.stems == ["vocals", "no_vocals"] and voc.residual == "no_vocals"
+    assert ("GET", f"/datasets/someone/mirror/resolve/{COMMIT}/voc/small.ckpt") in hub.requests
+    ensemble = load_bag("mix")
+    assert ensemble.stems == SOURCES and ensemble.residual == "other"
+    assert [sorted(member.weights) for member in ensemble.members] == [["vocals"], ["bass", "drums"]]
+    assert find_model("mix").pinning == "yes"
+    mix = 0.2 * torch.randn(2, 20000, generator=torch.Generator().manual_seed(1))
+    stems = separate_tensor(ensemble, mix)
+    torch.testing.assert_close(stems.sum(0), mix, atol=1e-5, rtol=0)
+    torch.testing.assert_close(stems[3], separate_tensor(voc, mix)[0], atol=1e-6, rtol=0)
