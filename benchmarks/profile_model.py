@@ -7,7 +7,8 @@ second of audio at the engine's default overlap, and how far the outputs differ.
 
     python benchmarks/profile_model.py                          # batch 1, float32, 5 runs each
     python benchmarks/profile_model.py --batch 2 --repeat 3
-    python benchmarks/profile_model.py --precision bfloat16     # ours under autocast, vs float32
+    python benchmarks/profile_model.py --precision bfloat16     # ours under autocast, vs ours in float32
+    python benchmarks/profile_model.py --precision int8 --no-reference   # ours with int8 linear layers
     python benchmarks/profile_model.py --profile                # per-part and per-op times of ours
     python benchmarks/profile_model.py --threads 1 --keep-memory --no-reference
 """
@@ -30,10 +31,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference_configs import PRETRAINED_KWARGS  # noqa: E402
 
+from stemsplit import precision  # noqa: E402
 from stemsplit.networks.htdemucs import HTDemucs, HTDemucsConfig  # noqa: E402
 
 OVERLAP = 0.25  # the engine's default: each forward advances the song by 3/4 of a segment
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args() -> argparse.Namespace:
@@ -41,8 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="htdemucs", choices=sorted(PRETRAINED_KWARGS))
     parser.add_argument("--batch", type=int, default=1, help="segments per forward")
     parser.add_argument("--repeat", type=int, default=5, help="timed forwards per network")
-    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
-                        help="autocast dtype for ours (the reference always runs float32)")
+    parser.add_argument("--precision", default="float32", choices=precision.PRECISIONS,
+                        help="ours runs in this precision, and in float32 too when it is another "
+                        "(the reference always runs float32)")
     parser.add_argument("--layer-scales", default="random", choices=("random", "init"),
                         help="random: drawn at N(0, 0.3) as in the tests, so that every residual branch counts; "
                         "init: the reference's initial 1e-3/1e-4 plus the same noise as every weight (0.05)")
@@ -162,13 +164,14 @@ def main() -> None:
         keep_freed_memory()
     reference, ours = networks(args.model, args.layer_scales)
     mix = song_like(args.batch, ours.training_length, ours.samplerate)
-    dtype = PRECISIONS[args.precision]
+    network = precision.network(ours, args.precision)
 
     def run_ours() -> torch.Tensor:
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            return ours(mix).float()
+        with precision.autocast(torch.device("cpu"), args.precision):
+            return network(mix).float()
 
     audio_seconds = args.batch * float(ours.segment) * (1 - OVERLAP)
+    print(f"CPU: {precision.describe_cpu()}")
     print(f"{args.model}: batch {args.batch} x {float(ours.segment):g} s, {args.precision}, "
           f"{torch.get_num_threads()} threads, {audio_seconds:g} s of song per forward")
     with torch.inference_mode():
@@ -177,22 +180,26 @@ def main() -> None:
         exact = ours(mix)
         print(f"relative error vs reference: {((actual - expected).norm() / expected.norm()).item():.2e}, "
               f"SDR vs float32 ours: {sdr(actual, exact):.1f} dB")
-        runs = {"ours": run_ours} if args.no_reference else {"ours": run_ours, "reference": lambda: reference(mix)}
+        runs = {"ours": run_ours}
+        if args.precision != "float32":
+            runs["ours float32"] = lambda: ours(mix)
+        if not args.no_reference:
+            runs["reference"] = lambda: reference(mix)
         times = defaultdict(list)
         for _ in range(args.repeat):
             for name, run in runs.items():
                 times[name].append(timed(run))
         for name, values in times.items():
             wall, cpu = (statistics.median(column) for column in zip(*values))
-            print(f"{name:10s} wall median {wall:6.3f} s (min {min(v[0] for v in values):6.3f}), "
+            print(f"{name:12s} wall median {wall:6.3f} s (min {min(v[0] for v in values):6.3f}), "
                   f"CPU median {cpu:6.3f} s per forward; wall {wall / audio_seconds:.3f} s, "
                   f"CPU {cpu / audio_seconds:.3f} s per second of audio")
-        if not args.no_reference:
+        for other in runs.keys() - {"ours"}:
             for index, clock in enumerate(("wall", "CPU")):
-                ratios = [a[index] / b[index] for a, b in zip(times["ours"], times["reference"])]
-                print(f"ours / reference, {clock}: median {statistics.median(ratios):.3f}")
+                ratios = [a[index] / b[index] for a, b in zip(times["ours"], times[other])]
+                print(f"ours / {other}, {clock}: median {statistics.median(ratios):.3f}")
         if args.profile:
-            profile(ours, mix, run_ours, dtype)
+            profile(network, mix, run_ours, precision.AUTOCAST_DTYPES.get(args.precision, torch.float32))
 
 
 if __name__ == "__main__":
