@@ -8,7 +8,6 @@ second of audio at the engine's default overlap, and how far the outputs differ.
     python benchmarks/profile_model.py                          # batch 1, float32, 5 runs each
     python benchmarks/profile_model.py --batch 2 --repeat 3
     python benchmarks/profile_model.py --precision bfloat16     # ours under autocast, vs ours in float32
-    python benchmarks/profile_model.py --precision int8 --no-reference   # ours with int8 linear layers
     python benchmarks/profile_model.py --profile                # per-part and per-op times of ours
     python benchmarks/profile_model.py --threads 1 --keep-memory --no-reference
 """
@@ -164,11 +163,10 @@ def main() -> None:
         keep_freed_memory()
     reference, ours = networks(args.model, args.layer_scales)
     mix = song_like(args.batch, ours.training_length, ours.samplerate)
-    network = precision.network(ours, args.precision)
 
     def run_ours() -> torch.Tensor:
         with precision.autocast(torch.device("cpu"), args.precision):
-            return network(mix).float()
+            return ours(mix).float()
 
     audio_seconds = args.batch * float(ours.segment) * (1 - OVERLAP)
     print(f"CPU: {precision.describe_cpu()}")
@@ -194,12 +192,12 @@ def main() -> None:
             print(f"{name:12s} wall median {wall:6.3f} s (min {min(v[0] for v in values):6.3f}), "
                   f"CPU median {cpu:6.3f} s per forward; wall {wall / audio_seconds:.3f} s, "
                   f"CPU {cpu / audio_seconds:.3f} s per second of audio")
-        for other in runs.keys() - {"ours"}:
+        for other in [name for name in runs if name != "ours"]:
             for index, clock in enumerate(("wall", "CPU")):
                 ratios = [a[index] / b[index] for a, b in zip(times["ours"], times[other])]
                 print(f"ours / {other}, {clock}: median {statistics.median(ratios):.3f}")
         if args.profile:
-            profile(network, mix, run_ours, precision.AUTOCAST_DTYPES.get(args.precision, torch.float32))
+            profile(ours, mix, run_ours, precision.AUTOCAST_DTYPES.get(args.precision, torch.float32))
 
 
 if __name__ == "__main__":

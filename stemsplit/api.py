@@ -12,6 +12,7 @@ import soundfile as sf
 
 from .audio import open_song, to_input_rate
 from .bag import Bag
+from .precision import choose
 from .registry import load_bag
 from .separation import Settings, check_settings, resolve_device, separate_stream
 
@@ -28,6 +29,7 @@ class Separator:
 
     def __init__(self, bag: Bag, device: str, settings: Settings):
         check_settings(bag, settings, device)
+        settings = replace(settings, precision=choose(settings.precision, device).precision)  # "auto" decided once
         self.bag, self.device, self.settings = bag, device, settings
 
     @property
@@ -71,6 +73,8 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     on `device` ("auto", "cpu", "cuda", "mps").
 
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
+    A precision that would run slower than float32 on `device` raises ValueError; "auto" picks the
+    fastest there is (`.settings.precision` says which).
     """
     bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
     return Separator(bag, resolve_device(device), replace(Settings(), **settings))

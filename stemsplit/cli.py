@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -341,6 +341,20 @@ def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
 
 
+def with_precision_chosen(options: Options, console: Console) -> Options:
+    """`options` with the precision that will run ("auto" decided); one slower than float32 here is refused."""
+    from .precision import choose, describe_cpu
+
+    try:
+        choice = choose(options.settings.precision, options.device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--precision") from None
+    if options.device == "cpu":
+        console.detail(f"cpu: {describe_cpu()}")
+    console.detail(f"precision: {choice.precision} ({choice.reason})")
+    return replace(options, settings=replace(options.settings, precision=choice.precision))
+
+
 def run(console: Console, inputs: tuple[str, ...], options: Options, model: ModelChoice,
         out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
         skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
@@ -356,6 +370,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     ffmpeg_path, ffmpeg_origin = find_ffmpeg()
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
     console.detail(f"device: {options.device}")
+    options = with_precision_chosen(options, console)
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
     names = pick_outputs(model_bag.stems, names_wanted, options.format)
     bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
@@ -472,9 +487,10 @@ def raise_terminated(signum: int, frame: object) -> None:
               show_default=True, help="How to avoid clipping in the written stems.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Segments run through the network at once.")
-@click.option("--precision", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32",
-              show_default=True, help="Network arithmetic: float32 matches the reference; half precisions are "
-              "faster where the hardware supports them (float16 on GPUs only).")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="float32",
+              show_default=True, help="Network arithmetic: float32 matches the reference; auto picks the fastest "
+              "this device has (bfloat16 on CPUs with avx512_bf16 or AMX, float16 on GPUs, else float32). "
+              "A precision slower than float32 on this device is refused.")
 @click.option("--skip-existing", is_flag=True, help="Skip inputs whose stems are all written already.")
 @click.option("--shard", metavar="I/N", help="Only every N-th input, starting at the I-th (0-based).")
 @click.option("-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
@@ -482,7 +498,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line per input on stdout.")
 @click.option("--stdout", "to_stdout", metavar="STEM", help="Write STEM (or no_STEM) as WAV to stdout only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
-@click.option("-v", "--verbose", is_flag=True, help="Say more (ffmpeg used, device, model files).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Say more (ffmpeg used, device, CPU, precision and why, model files).")
 def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
              two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
              skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:

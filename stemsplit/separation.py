@@ -12,7 +12,7 @@ the length of the song.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from .bag import Bag, Network
 from .chunking import Chunk
+from .precision import autocast, choose
 
-PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
 
@@ -33,7 +33,7 @@ class Settings:
     overlap: float | None = None  # None: the procedure's own (HT Demucs: 0.25)
     segment: float | None = None  # None: the length each network was made for
     batch_size: int = 1
-    precision: str = "float32"  # or "bfloat16" / "float16": faster, very slightly different
+    precision: str = "float32"  # or "auto" / "bfloat16" / "float16": faster where native (see precision.py)
 
 
 class Mix(Protocol):
@@ -192,6 +192,7 @@ def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device:
     """
     device = torch.device(device)
     check_settings(bag, settings, device)
+    settings = replace(settings, precision=choose(settings.precision, device).precision)
     if mix.length == 0:
         return
     passes = make_passes(bag, mix, settings)
@@ -240,8 +241,7 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, set
             jobs.append((p, p.chunks[p.next]))
             p.next += 1
     inputs = torch.stack([p.read(mix, chunk) for p, chunk in jobs])
-    dtype = PRECISIONS[settings.precision]
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with autocast(device, settings.precision):
         outputs = network(inputs.to(device)).float().cpu()
     for (p, chunk), output in zip(jobs, outputs):
         p.add(chunk, output)
@@ -272,10 +272,6 @@ def check_settings(bag: Bag, settings: Settings, device: str | torch.device) -> 
         raise ValueError("shifts must be >= 0")
     if settings.batch_size < 1:
         raise ValueError("batch size must be >= 1")
-    if settings.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-    if settings.precision == "float16" and torch.device(device).type == "cpu":
-        # oneDNN has no float16 kernels for most CPUs: it would run several times slower than float32
-        raise ValueError("float16 is for GPUs; on CPU use bfloat16")
+    choose(settings.precision, device)  # a precision slower than float32 here is refused
     for member in bag.members:
         member.network.chunking.check(member.network.samplerate, settings)

@@ -8,6 +8,7 @@ import soundfile as sf
 import torch
 
 import stemsplit
+from stemsplit import precision
 from stemsplit.registry import load_bag
 from stemsplit.separation import Settings, check_settings, separate_tensor
 
@@ -57,8 +58,10 @@ def test_one_off_separate_and_bad_input(tiny_repo):
         stemsplit.load_model("tiny", repo=tiny_repo, overlap=2.0)
 
 
-def test_float16_is_refused_on_cpu_only(tiny_repo):
-    with pytest.raises(ValueError, match="float16 is for GPUs"):
+def test_float16_is_refused_on_cpu_only(tiny_repo, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(ValueError, match=r"^float16 is for GPUs; use auto \(bfloat16 here\)$"):
         stemsplit.load_model("tiny", repo=tiny_repo, device="cpu", precision="float16")
     bag = load_bag("tiny", tiny_repo)
     check_settings(bag, Settings(precision="float16"), "cuda")  # allowed wherever a GPU runs it

@@ -104,7 +104,7 @@ def test_a_batch_goes_on_past_bad_files_and_fails_at_the_end(tmp_path, song, tin
     (["{song}", "--stems", "kazoo"], 2, "unknown stem 'kazoo'"),
     (["{song}", "--overlap", "1.5"], 2, "--overlap"),
     (["{song}", "--segment", "99"], 2, "segment"),
-    (["{song}", "--precision", "float16", "-d", "cpu"], 2, "float16 is for GPUs; on CPU use bfloat16"),
+    (["{song}", "--precision", "float16", "-d", "cpu"], 2, "float16 is for GPUs; use "),
     (["{song}", "--filename", "../../{stem}.{ext}"], 2, "outside the output folder"),
     (["{song}", "-o", "{file}/out"], 4, "cannot write"),
 ])
@@ -120,6 +120,37 @@ def test_errors_are_one_line_with_a_distinct_exit_code(tmp_path, song, tiny_repo
     if code != 2:  # click prints usage lines before its one-line error
         assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith("error:")
     assert not list(tmp_path.rglob("*.wav")) or code == 1
+
+
+def stemsplit_on_avx2_cpu(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`stemsplit` on a CPU faked to have AVX2 but no native bfloat16 (most laptops, AMD before Zen 4)."""
+    fake = ("import sys; import stemsplit.precision as p; p.cpu_flags = lambda: frozenset({'avx', 'avx2', 'fma'}); "
+            "from stemsplit.cli import main; sys.argv[0] = 'stemsplit'; main()")
+    return subprocess.run([sys.executable, "-c", fake, *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+def test_bfloat16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path, song, tiny_repo):
+    result = stemsplit_on_avx2_cpu(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path, "--precision", "bfloat16",
+                                   cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == ("Error: Invalid value for --precision: bfloat16 is slower than float32 "
+                                              "on this CPU (no avx512_bf16 or amx_bf16); use float32")
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_verbose_says_which_precision_auto_ran_and_why(tmp_path, song, tiny_repo):
+    result = stemsplit_on_avx2_cpu(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path, "--precision", "auto",
+                                   "-d", "cpu", "-v", "--bit-depth", "32", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "precision: float32 (auto: nothing is faster than float32 on this cpu)" in result.stderr.splitlines()
+    exact = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "exact", "--bit-depth", "32",
+                      cwd=tmp_path)
+    assert exact.returncode == 0, exact.stderr
+    for stem in SOURCES:
+        written, _ = sf.read(tmp_path / "tiny" / "my song" / f"{stem}.wav", dtype="float32")
+        expected, _ = sf.read(tmp_path / "exact" / "tiny" / "my song" / f"{stem}.wav", dtype="float32")
+        np.testing.assert_array_equal(written, expected)
 
 
 def test_models_lists_the_catalogue_without_network(tmp_path):

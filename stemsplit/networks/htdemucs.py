@@ -371,7 +371,7 @@ class CrossTransformer(nn.Module):
         batch, channels, freqs, frames = x.shape
         # Under autocast the residual streams stay in the weights' float32: they are small, and
         # rounding them to half precision costs more accuracy than anywhere else in the network.
-        dtype = self.layers[0].norm1.weight.dtype
+        dtype = self.layers[0].linear1.weight.dtype
         x = x.permute(0, 3, 2, 1).reshape(batch, frames * freqs, channels).to(dtype)
         xt = xt.transpose(1, 2).to(dtype)
         pos, pos_t = positions(freqs, frames, xt.shape[1], channels, self.max_period, self.weight_pos_embed,
