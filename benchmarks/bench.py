@@ -174,14 +174,14 @@ def startup(repeat: int) -> dict[str, float]:
 
 
 def machine() -> str:
+    """The CPU (name, torch capability, native bfloat16), cores and threads: printed with every table,
+    so that numbers from different machines are never mixed."""
     import torch
 
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-             if line.startswith("model name")] if cpuinfo.exists() else []
-    cpu = names[0] if names else platform.processor() or platform.machine()
-    return (f"{cpu}, {len(os.sched_getaffinity(0))} cores usable, torch {torch.__version__} "
-            f"with {torch.get_num_threads()} threads, python {platform.python_version()}")
+    from stemsplit.precision import describe_cpu
+
+    return (f"{describe_cpu()}; {len(os.sched_getaffinity(0))} cores usable, {torch.get_num_threads()} torch "
+            f"threads, python {platform.python_version()}")
 
 
 def table(results: dict[int, dict], stems: list[str]) -> list[str]:
@@ -222,7 +222,7 @@ def measure(tool: str, cmd: list[str], repeat: int, log: Path) -> Run:
 def folder_table(runs: dict[str, Run], songs: int) -> list[str]:
     per_hour = {tool: 3600 * songs / run.wall_s for tool, run in runs.items()}
     ratio = f"{runs['stemsplit'].wall_s / runs['reference'].wall_s:.2f}" if len(runs) == 2 else "-"
-    return [f"Folder of {songs} different 3-minute songs, one process per tool:", "",
+    return [f"Folder of {songs} different 3-minute songs, one process per tool, on {machine()}:", "",
             "| tool | wall s | songs/h | peak RSS MB |", "| --- | --- | --- | --- |",
             *(f"| {tool} | {run.wall_s:.0f} | {per_hour[tool]:.1f} | {run.peak_rss_mb:.0f} |"
               for tool, run in runs.items()),
@@ -233,7 +233,7 @@ def main() -> None:
     args = parse_args()
     tools = [args.only] if args.only else list(TOOLS)
     extra = shlex.split(args.stemsplit_args)
-    header = [f"`{shlex.join(['python', *sys.argv])}`", "", f"Machine: {machine()}", ""]
+    header = [f"`{shlex.join(['python', *sys.argv])}`", ""]
     print("\n".join(header), flush=True)
     results: dict[int, dict] = {}
     with tempfile.TemporaryDirectory(prefix="stemsplit-bench-") as name:
@@ -273,13 +273,13 @@ def main() -> None:
     stems = sorted({s for row in results.values() for s in row.get("sdr", {})})
     report = [*header, f"Weights: {weights}. Settings: shifts 0, overlap 0.25, default segment, "
               f"CPU, float32 wav, no clipping; stemsplit extra args: `{args.stemsplit_args}`. "
-              f"Median of {args.repeat} warm runs.", "",
+              f"Median of {args.repeat} warm runs.", "", f"Machine: {machine()}", "",
               *table(results, stems), "",
               "s/s: wall seconds per second of audio (start-up included); ratio: stemsplit/reference; "
               "peak RSS: largest process of the run; songs/h: 3-minute songs per hour at that "
               "row's rate; SDR: stemsplit's stem against the reference's.", "",
               *(folder_table(folder_runs, args.folder) + [""] if folder_runs else []),
-              "| start-up | median s |", "| --- | --- |",
+              f"Start-up on {machine()}:", "", "| start-up | median s |", "| --- | --- |",
               *(f"| `{c}` | {t:.3f} |" for c, t in startup(max(args.repeat, 5)).items())]
     text = "\n".join(report[len(header):])
     print(text)
