@@ -74,7 +74,8 @@ def test_cpu_with_native_bfloat16_runs_it_for_auto(fake_cpu, flags, native):
 def test_gpus_get_the_half_precisions_their_tensor_cores_have(fake_gpu):
     fake_gpu((6, 1))  # Pascal: no tensor cores
     assert choose("auto", "cuda") == Choice("float32", "auto: nothing is faster than float32 on this cuda")
-    assert refusal("float16", "cuda") == "float16 is slower than float32 on this GPU (no tensor cores for it); use float32"
+    assert refusal("float16", "cuda") == ("float16 is slower than float32 on this GPU (no tensor cores for it); "
+                                          "use float32")
     fake_gpu((7, 5))  # Turing: float16 only
     assert choose("auto", "cuda") == Choice("float16", "auto: tensor cores (compute capability 7.5)")
     assert refusal("bfloat16", "cuda") == ("bfloat16 is slower than float32 on this GPU (no tensor cores for it); "
