@@ -57,6 +57,7 @@ ROLLOFF = 0.97
 RESAMPLE_CHUNK = 1 << 22  # samples gathered into frames at once per channel, to bound memory
 BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at 44.1 kHz)
 RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
+TEMPORARY_NAME_KEEP = 64  # characters of a stem's name kept in its temporary file's name
 
 
 @dataclass(frozen=True)
@@ -404,7 +405,8 @@ class StemWriters:
 @contextmanager
 def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
                       format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1) -> Iterator[StemWriters]:
+                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1,
+                      record: tuple[Path, str] | None = None) -> Iterator[StemWriters]:
     """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
 
     When the context exits normally each stem is resampled, clipped (its peak over the whole
@@ -412,13 +414,14 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
     only once all are written. On any failure, or an exception in the context's body (Ctrl-C
     included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
     lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them;
-    `jobs` stems are finished at once.
+    `jobs` stems are finished at once. `record` (path, text) is written last, once every stem is in place;
+    an earlier record at that path is removed before any stem is replaced.
     """
     if clip_mode not in CLIP_MODES:
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
     check_output(format, sample_rate, bit_depth)
     paths = [Path(path) for path in paths]
-    temporaries = {path: path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}" for path in paths}
+    temporaries = {path: _temporary(path) for path in paths}
     leftovers: list[Path] = []  # temporaries to remove unless they end up in place
     new_folders = sorted({folder for path in paths for folder in (path.parent, *path.parent.parents)
                           if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
@@ -445,11 +448,13 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
 
             leftovers.extend(temporaries.values())
             _run_all(finish, len(paths), jobs)
-        for path, temporary in temporaries.items():
-            try:
-                os.replace(temporary, path)
-            except OSError as exc:
-                raise _output_error(path, exc) from None
+        if record is not None:
+            record_temporary = _temporary(record[0])
+            leftovers.append(record_temporary)
+            _write_text(record_temporary, record[1])
+            temporaries[record[0]] = record_temporary
+            _unlink(record[0])
+        _rename_all(temporaries)
         renamed = True
     finally:
         for temporary in leftovers:
@@ -458,6 +463,42 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
             for folder in new_folders:  # deepest first: the folders made for stems that never came
                 with suppress(OSError):
                     folder.rmdir()
+
+
+def _temporary(path: Path) -> Path:
+    """A hidden temporary name beside `path`, short enough for any file system whatever `path`'s length."""
+    return path.parent / f".{path.name[:TEMPORARY_NAME_KEEP]}.partial-{uuid.uuid4().hex[:8]}"
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+
+
+def _rename_all(temporaries: Mapping[Path, Path]) -> None:
+    """Rename each temporary to its path, in order; if one fails, those already renamed are removed too."""
+    placed = []
+    try:
+        for path, temporary in temporaries.items():
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise _output_error(path, exc) from None
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            with suppress(OSError):
+                path.unlink()
+        raise
 
 
 def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
+from .batch import (already_done, forget_record, inside, record_path, record_text, safe_name, shorten,
+                    track_names, write_record)
 from .errors import StemsplitError
 
 if TYPE_CHECKING:
@@ -54,23 +56,25 @@ def main() -> None:
 
 # Inputs and outputs
 
-def audio_inputs(inputs: tuple[str, ...]) -> list[str]:
+def audio_inputs(inputs: tuple[str, ...], out: Path | None = None) -> list[str]:
     """Files as given, glob patterns expanded, folders replaced by the audio files inside them
-    (recursively, sorted, hidden ones skipped)."""
+    (recursively, sorted, hidden ones and those in the output folder `out` skipped)."""
     from .audio import AUDIO_EXTENSIONS
+
+    def wanted(found: Path, root: Path) -> bool:
+        return (found.is_file() and found.suffix.lower() in AUDIO_EXTENSIONS
+                and not any(part.startswith(".") for part in found.relative_to(root).parts)
+                and not (out is not None and inside(found, out)))
 
     found: list[str] = []
     for item in inputs:
         path = Path(item)
         if item != "-" and not path.exists() and glob.has_magic(item):
-            found += audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+            found += [p for p in audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+                      if out is None or not inside(Path(p), out)]
         elif item != "-" and path.is_dir():
-            inside = sorted(
-                str(p) for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            found += inside or [item]  # a folder with no audio is reported as a failed input, not dropped
+            audio = sorted(str(p) for p in path.rglob("*") if wanted(p, path))
+            found += audio or [item]  # a folder with no audio is reported as a failed input, not dropped
         else:
             found.append(item)
     return found
@@ -88,18 +92,11 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return index, count
 
 
-def safe_name(name: str) -> str:
-    """A track name usable as one path component."""
-    cleaned = "".join("_" if ch in '/\\' or ord(ch) < 32 or ord(ch) == 127 else ch for ch in name)
-    cleaned = cleaned.strip().lstrip(".")
-    return cleaned or "track"
-
-
 def stem_paths(out: Path, template: str, input_name: str, model: str, stems: list[str],
-               ext: str) -> dict[str, Path]:
-    """Where each stem of one input goes; never outside `out`."""
+               ext: str, track: str | None = None) -> dict[str, Path]:
+    """Where each stem of one input goes; never outside `out`. Names too long for the file system are shortened."""
     source = Path(input_name)
-    track = safe_name(source.stem if input_name != "-" else "stdin")
+    track = track or safe_name(source.stem if input_name != "-" else "stdin")
     fields = {"track": track, "track_ext": safe_name(source.suffix.lstrip(".")), "model": model, "ext": ext}
     root = out.resolve()
     paths = {}
@@ -108,7 +105,7 @@ def stem_paths(out: Path, template: str, input_name: str, model: str, stems: lis
             relative = template.format(stem=stem, **fields)
         except (KeyError, IndexError, ValueError) as exc:
             raise click.BadParameter(f"bad template {template!r}: {exc}", param_hint="--filename") from None
-        path = (root / relative).resolve()
+        path = (root / Path(*map(shorten, Path(relative).parts))).resolve()
         if root not in path.parents:
             raise click.BadParameter(f"template {template!r} writes outside the output folder",
                                      param_hint="--filename")
@@ -167,11 +164,6 @@ def mix_stems(separated, stems_of_bag: list[str], names: list[str]) -> list:
             kept = [i for i, s in enumerate(stems_of_bag) if s != name[3:]]
             stems.append(separated[kept].sum(0).numpy())
     return stems
-
-
-def stems_present(paths: dict[str, Path]) -> bool:
-    """Whether every stem is already written (stems appear only once complete, by renaming)."""
-    return all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
 
 
 def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
@@ -265,8 +257,9 @@ class ModelChoice:
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
 
 
-def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
-    """Run the separation of an opened song and write its stems, all or nothing."""
+def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options,
+                  record: tuple[Path, str] | None, progress) -> None:
+    """Run the separation of an opened song and write its stems, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
     from .separation import separate_stream
 
@@ -277,14 +270,16 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
     if options.format == "stem":
         from .stemfile import write_stem_file
 
+        forget_record(record)
         write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
                         codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
                         tags=song.info.tags, jobs=options.jobs)
+        write_record(record)
     else:
         with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
                                source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
                                clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
-                               jobs=options.jobs) as writers:
+                               jobs=options.jobs, record=record) as writers:
             for block in blocks:
                 writers.write(mix_stems(block, bag.stems, names))
     progress.remove_task(task)
@@ -330,15 +325,50 @@ class Prefetcher:
 
 
 def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
-            progress, console: Console) -> Result:
+            identity: tuple[str, dict] | None, progress, console: Console) -> Result:
+    """Separate one input; `identity` (model, settings) is recorded beside its stems for --skip-existing."""
+    from .batch import file_digest
+
     started = time.perf_counter()
     stack, song = prefetch.open(index)
     with stack:
         for notice in song.info.notices:
             console.info(f"  note: {notice}")
-        separate_song(Path(input_name).name, song, bag, paths, options, progress)
+        record = None
+        if identity is not None and input_name != "-":
+            record = record_path(paths), record_text(file_digest(input_name), *identity, paths)
+        separate_song(Path(input_name).name, song, bag, paths, options, record, progress)
     return Result(input_name, "done", {stem: str(p) for stem, p in paths.items()},
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
+
+
+def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
+    """Inputs that must not be separated, with the reason: their stems would overwrite an input, or the
+    stems of an earlier input. Decided on the whole input list, so that every shard decides alike."""
+    sources = {Path(name).resolve(): name for name in plan if name != "-"}
+    owners: dict[Path, str] = {}  # stem path -> the first input writing it
+    refusals = {}
+    for name, paths in plan.items():
+        victims = [sources[p] for p in paths.values() if p in sources]
+        earlier = [owners[p] for p in paths.values() if p in owners]
+        if victims:
+            refusals[name] = (f"{name}: a stem would overwrite the input {victims[0]}; "
+                              "choose another --out or --filename")
+        elif earlier:
+            refusals[name] = (f"{name} would overwrite the stems of {earlier[0]}; "
+                              "use --filename (e.g. with {track_ext}) or separate runs")
+        for p in paths.values():
+            owners.setdefault(p, name)
+    return refusals
+
+
+def output_settings(options: Options, stems: list[str]) -> dict[str, object]:
+    """The settings that change the stems written, for their identity record."""
+    settings = options.settings
+    return {"shifts": settings.shifts, "overlap": settings.overlap, "segment": settings.segment,
+            "precision": settings.precision, "stems": stems, "format": options.format,
+            "bit_depth": options.bit_depth, "clip_mode": options.clip_mode, "other_method": options.other_method,
+            "stem_codec": options.stem_codec}
 
 
 def with_precision_chosen(options: Options, console: Console) -> Options:
@@ -362,7 +392,8 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     from .registry import load_bag
     from .separation import check_settings
 
-    files = list(dict.fromkeys(audio_inputs(inputs)))[shard[0]::shard[1]]
+    every_file = list(dict.fromkeys(audio_inputs(inputs, None if to_stdout else out)))
+    files = every_file[shard[0]::shard[1]]
     if not files:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if to_stdout and len(files) != 1:
@@ -384,17 +415,14 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     ext = "stem.mp4" if options.format == "stem" else options.format
     if options.format == "stem" and template == DEFAULT_TEMPLATE:
         template = STEM_FILE_TEMPLATE
-    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext) for name in files}
-    owners: dict[Path, str] = {}  # stem path -> the first input writing it
-    clashes = {}  # input -> the earlier input whose stems it would overwrite
-    for name, paths in plan.items():
-        earlier = {owners[p] for p in paths.values() if p in owners}
-        if earlier:
-            clashes[name] = earlier.pop()
-        for p in paths.values():
-            owners.setdefault(p, name)
+    tracks = track_names(every_file)
+    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
+            for name in every_file}
+    refusals = refused_inputs(plan)
+    plan = {name: plan[name] for name in files}
+    identity = (bag.identity, output_settings(options, names))
     todo = [name for name, paths in plan.items()
-            if name not in clashes and not (skip_existing and stems_present(paths))]
+            if name not in refusals and not (skip_existing and already_done(name, *identity, paths))]
     results: list[Result] = []
     prefetch = Prefetcher(todo, bag, options.jobs)
     try:
@@ -402,17 +430,16 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
             for position, (input_name, paths) in enumerate(plan.items(), 1):
                 if len(files) > 1:
                     console.info(f"[{position}/{len(files)}] {input_name}")
-                if input_name in clashes:
-                    message = (f"{input_name} would overwrite the stems of {clashes[input_name]}; "
-                               "use --filename (e.g. with {track_ext}) or separate runs")
-                    console.error(message)
-                    result = Result(input_name, "failed", error=message)
+                if input_name in refusals:
+                    console.error(refusals[input_name])
+                    result = Result(input_name, "failed", error=refusals[input_name])
                 elif input_name not in todo:
                     result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
                 else:
                     try:
+                        record = None if to_stdout else identity
                         result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
-                                         progress, console)
+                                         record, progress, console)
                     except StemsplitError as exc:
                         if exc.exit_code != EXIT_FAILED:
                             raise

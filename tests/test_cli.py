@@ -45,7 +45,8 @@ def test_stems_match_the_engine_at_the_input_rate_and_length(tmp_path, song, tin
                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "out" / "tiny" / "my song"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{s}.wav" for s in SOURCES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".drums.wav.stemsplit.json"]
+                                                              + [f"{s}.wav" for s in SOURCES])
 
     bag = load_bag("tiny", tiny_repo)
     mix, info = load_audio(song)
@@ -77,7 +78,8 @@ def test_two_stems_writes_the_stem_and_the_rest(tmp_path, song, tiny_repo):
                        "--bit-depth", "32", "--clip-mode", "none", "--filename", "{track}-{stem}.{ext}",
                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == ["my song-no_vocals.wav", "my song-vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [".my song-vocals.wav.stemsplit.json",
+                                                                     "my song-no_vocals.wav", "my song-vocals.wav"]
     full = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "all", "--bit-depth", "32",
                      "--clip-mode", "none", cwd=tmp_path)
     assert full.returncode == 0, full.stderr

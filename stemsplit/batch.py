@@ -1,0 +1,114 @@
+"""Planning a batch: the {track} name of each input, and the identity records that let
+`--skip-existing` skip only stems that provably came from this input, model and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import OutputError
+
+RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
+NAME_MAX = 255  # bytes in one path component on common file systems
+DIGEST_CHUNK = 1 << 20
+
+
+def safe_name(name: str) -> str:
+    """A track name usable as one path component."""
+    cleaned = "".join("_" if ch in '/\\' or ord(ch) < 32 or ord(ch) == 127 else ch for ch in name)
+    cleaned = cleaned.strip().lstrip(".")
+    return cleaned or "track"
+
+
+def shorten(component: str, limit: int = NAME_MAX) -> str:
+    """`component` cut to `limit` bytes of UTF-8 (its extension kept), never inside a character."""
+    if len(os.fsencode(component)) <= limit:
+        return component
+    stem, dot, ext = component.rpartition(".")
+    if not dot or len(ext) > 16:
+        stem, ext = component, ""
+    keep = limit - len(os.fsencode(f".{ext}" if ext else ""))
+    cut = os.fsencode(stem)[:keep].decode("utf-8", errors="ignore").rstrip()
+    return f"{cut}.{ext}" if ext else cut
+
+
+def track_names(files: list[str]) -> dict[str, str]:
+    """The {track} of each input: its file name without extension, sanitised. Inputs that would share
+    one (`a/song.wav`, `b/song.wav`) get their folder's name added, "song (a)", or where that is
+    shared too, a digest of the input as given. It depends only on the whole list, so shards agree."""
+    base = {name: safe_name(Path(name).stem if name != "-" else "stdin") for name in files}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, track in base.items():
+        groups[track.casefold()].append(name)  # case-insensitive file systems would merge them
+    tracks = {}
+    for members in groups.values():
+        labels = [safe_name(Path(name).parent.name or "current folder") for name in members]
+        if len(members) > 1 and len({label.casefold() for label in labels}) < len(members):
+            labels = [hashlib.sha256(os.fsencode(name)).hexdigest()[:8] for name in members]
+        for name, label in zip(members, labels):
+            tracks[name] = base[name] if len(members) == 1 else f"{base[name]} ({label})"
+    return tracks
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies under it (both compared resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def forget_record(record: tuple[Path, str] | None) -> None:
+    """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
+    if record is not None:
+        try:
+            record[0].unlink(missing_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
+
+
+def write_record(record: tuple[Path, str] | None) -> None:
+    """Write a record (path, text) atomically, once its stems are in place."""
+    if record is None:
+        return
+    path, text = record
+    temporary = path.with_name(f"{path.name[:64]}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def record_path(paths: Mapping[str, Path]) -> Path:
+    first = next(iter(paths.values()))
+    return first.with_name(shorten(f".{first.name}{RECORD_SUFFIX}"))
+
+
+def record_text(input_digest: str, model: str, settings: Mapping[str, object], paths: Mapping[str, Path]) -> str:
+    """The identity record of stems: the input's SHA-256, the model's identity, the settings that change
+    the output, and each stem's file."""
+    return json.dumps({"input_sha256": input_digest, "model": model, "settings": dict(settings),
+                       "stems": {stem: path.name for stem, path in paths.items()}}, sort_keys=True) + "\n"
+
+
+def already_done(input_name: str, model: str, settings: Mapping[str, object], paths: Mapping[str, Path]) -> bool:
+    """Whether every stem is there with a record saying it came from this input, model and settings."""
+    if input_name == "-" or not all(path.is_file() and path.stat().st_size > 0 for path in paths.values()):
+        return False
+    try:
+        written = record_path(paths).read_text(encoding="utf-8")
+        return written == record_text(file_digest(input_name), model, settings, paths)
+    except (OSError, UnicodeDecodeError):
+        return False

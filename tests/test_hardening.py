@@ -1,0 +1,113 @@
+"""Issue 9: never a wrong result, never a lost batch. Each test names the item of the issue it covers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_robustness import SOURCES, error_lines, files_under, in_process, json_lines, leftovers, tone  # noqa: F401
+
+TINY = ("-n", "tiny")
+
+
+def read_stems(folder: Path, stems=SOURCES) -> dict[str, np.ndarray]:
+    return {stem: sf.read(folder / f"{stem}.wav", dtype="float32")[0] for stem in stems}
+
+
+# 1. --skip-existing skips only stems that came from this input with these settings
+
+def test_same_named_inputs_on_different_shards_get_distinct_stems(tmp_path, tiny_repo, in_process):
+    for disc, seed in (("a", 1), ("b", 2)):
+        (tmp_path / disc).mkdir()
+        sf.write(tmp_path / disc / "song.wav", tone(0.3, 44100, seed=seed), 44100)
+    out = tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        result = in_process(tmp_path / "a", tmp_path / "b", *TINY, "--repo", tiny_repo, "-o", out, "--json",
+                            "--skip-existing", "--shard", shard, tmp=tmp_path / "tmp")
+        assert result.returncode == 0, result.stderr
+        assert [line["status"] for line in json_lines(result.stdout)] == ["done"]
+    alone = {}
+    for disc in ("a", "b"):
+        result = in_process(tmp_path / disc / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / disc,
+                            tmp=tmp_path / "tmp")
+        assert result.returncode == 0, result.stderr
+        alone[disc] = read_stems(tmp_path / disc / "tiny" / "song")
+    for disc in ("a", "b"):
+        written = read_stems(out / "tiny" / f"song ({disc})")
+        for stem in SOURCES:
+            np.testing.assert_array_equal(written[stem], alone[disc][stem])
+
+
+def run_song(in_process, tmp_path, tiny_repo, *options):
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+                        "--skip-existing", *options, tmp=tmp_path / "tmp")
+    assert result.returncode == 0, result.stderr
+    return [line["status"] for line in json_lines(result.stdout)]
+
+
+def test_skip_existing_redoes_stems_of_other_settings_or_another_song(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100, seed=1), 44100)
+    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "16") == ["done"]
+    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "16") == ["skipped"]
+    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "24") == ["done"]
+    assert sf.info(tmp_path / "out" / "tiny" / "song" / "vocals.wav").subtype == "PCM_24"
+    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["done"]
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100, seed=2), 44100)  # another song under the same name
+    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["done"]
+    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["skipped"]
+
+
+def test_stems_without_their_record_are_not_skipped(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    assert run_song(in_process, tmp_path, tiny_repo) == ["done"]
+    folder = tmp_path / "out" / "tiny" / "song"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".drums.wav.stemsplit.json"]
+                                                              + [f"{s}.wav" for s in SOURCES])
+    (folder / ".drums.wav.stemsplit.json").unlink()
+    assert run_song(in_process, tmp_path, tiny_repo) == ["done"]
+
+
+# 2. Inputs are never taken from inside the output folder
+
+def test_a_rerun_in_the_album_folder_does_not_separate_the_stems(tmp_path, tiny_repo, in_process, monkeypatch):
+    album = tmp_path / "album"
+    album.mkdir()
+    sf.write(album / "song.wav", tone(0.3, 44100), 44100)
+    monkeypatch.chdir(album)
+    first = in_process(".", *TINY, "--repo", tiny_repo, "--json", tmp=tmp_path / "tmp")
+    assert first.returncode == 0, first.stderr
+    rerun = in_process(".", *TINY, "--repo", tiny_repo, "--json", "--skip-existing", tmp=tmp_path / "tmp")
+    assert rerun.returncode == 0, rerun.stderr
+    assert [(line["input"], line["status"]) for line in json_lines(rerun.stdout)] == [("song.wav", "skipped")]
+
+
+# 3. A stem never overwrites an input
+
+def test_a_stem_that_would_overwrite_its_input_is_refused(tmp_path, tiny_repo, in_process):
+    song = tmp_path / "out" / "tiny" / "song.wav"
+    song.parent.mkdir(parents=True)
+    sf.write(song, tone(0.3, 44100), 44100)
+    before = song.read_bytes()
+    result = in_process(song, *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--stems", "vocals",
+                        "--filename", "{track}.{ext}", tmp=tmp_path / "tmp")
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr) == [f"error: {song}: a stem would overwrite the input {song}; "
+                                          "choose another --out or --filename"]
+    assert song.read_bytes() == before
+
+
+# 5. Stems of one song are placed all or none
+
+def test_when_one_stem_cannot_be_renamed_the_others_are_removed(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    folder = tmp_path / "out" / "tiny" / "song"
+    (folder / "vocals.wav" / "in the way").mkdir(parents=True)  # a folder, not empty: renaming onto it fails
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+                        tmp=tmp_path / "tmp")
+    assert result.returncode == 4, result.stderr
+    assert error_lines(result.stderr)[0].startswith(f"error: cannot write {folder / 'vocals.wav'}: ")
+    assert sorted(p.name for p in folder.iterdir()) == ["vocals.wav"]
+    assert leftovers(tmp_path / "out") == []
