@@ -42,7 +42,13 @@ FORMATS: dict[str, tuple[int, ...]] = {"wav": (16, 24, 32), "flac": (16, 24), "m
 CLIP_MODES = ("rescale", "clamp", "none")
 # ffmpeg muxer and encoder for each lossy format. Opus is absent: it only stores 48 kHz.
 LOSSY_CODECS = {"mp3": ("mp3", "libmp3lame"), "ogg": ("ogg", "libvorbis"), "m4a": ("ipod", "aac")}
-MP3_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+# The rates each lossy encoder stores as they are (ffmpeg would silently resample to another one, or fail).
+LOSSY_SAMPLE_RATES = {
+    "mp3": frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}),
+    "m4a": frozenset({7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000}),
+    "ogg": range(1, 192001),
+}
+VORBIS_QUALITY = 9  # Vorbis in quality mode (about 320 kbit/s at 44.1 kHz): a fixed bitrate fails at many rates
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "track")
 # How soundfile names the tags it can store in wav and flac files.
 SOUNDFILE_TAGS = {"title": "title", "artist": "artist", "album": "album", "date": "date", "genre": "genre",
@@ -367,13 +373,14 @@ def prevent_clipping(audio: np.ndarray, mode: str, peak: float) -> np.ndarray:
 
 
 def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
-    """Raise OutputError if `format` cannot store audio at `sample_rate` (or `bit_depth`)."""
+    """Raise OutputError if `format` cannot store `bit_depth`, InputError if it cannot store the input's
+    `sample_rate` (a failure of that input alone)."""
     if format not in FORMATS:
         raise OutputError(f"unknown output format {format!r}; choose from {', '.join(FORMATS)}")
     if FORMATS[format] and bit_depth not in FORMATS[format]:
         raise OutputError(f"{format} supports bit depths {', '.join(map(str, FORMATS[format]))}, not {bit_depth}")
-    if format == "mp3" and sample_rate not in MP3_SAMPLE_RATES:
-        raise OutputError(f"mp3 cannot store {sample_rate} Hz audio; use wav or flac")
+    if sample_rate not in LOSSY_SAMPLE_RATES.get(format, range(1, sample_rate + 1)):
+        raise InputError(f"{format} cannot store {sample_rate} Hz audio; use wav or flac")
 
 
 class StemWriters:
@@ -599,12 +606,23 @@ def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:
 def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
                    format: str, bitrate: int, tags: dict[str, str]) -> None:
     muxer, codec = LOSSY_CODECS[format]
-    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(tags.items())}
-    stream = ffmpeg.input("pipe:", f="f32le", ar=sample_rate, ac=channels).output(
-        f"file:{temporary}", f=muxer, acodec=codec, audio_bitrate=f"{bitrate}k", **metadata)
-    # ffmpeg's messages go to a file: a pipe read only at the end could fill up and stall it.
-    with tempfile.TemporaryFile() as log:
-        with subprocess.Popen(_ffmpeg_command(stream), stdin=subprocess.PIPE, stderr=log) as process:
+    quality = ["-q:a", str(VORBIS_QUALITY)] if format == "ogg" else ["-b:a", f"{bitrate}k"]
+    # Tags go through an ffmetadata file: on the command line a long one would exceed the system's limit.
+    with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+        metadata = Path(folder) / "metadata.txt"
+        metadata.write_text(_ffmetadata(tags), encoding="utf-8")
+        command = [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error",
+                   "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:",
+                   "-f", "ffmetadata", "-i", f"file:{metadata}", "-map", "0:a", "-map_metadata", "1",
+                   "-f", muxer, "-c:a", codec, *quality, "-y", f"file:{temporary}"]
+        _pipe_to_ffmpeg(command, blocks, path, Path(folder) / "log.txt")
+
+
+def _pipe_to_ffmpeg(command: list[str], blocks: Iterable[np.ndarray], path: Path, log_path: Path) -> None:
+    """Feed float `(channels, n)` blocks to ffmpeg's stdin; its messages go to a file (a pipe read only at
+    the end could fill up and stall it); a failure is an OutputError naming `path`."""
+    with open(log_path, "w+b") as log:
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log) as process:
             try:
                 for block in blocks:
                     process.stdin.write(np.ascontiguousarray(np.clip(block.T, -1, 1), dtype="<f4"))
@@ -617,6 +635,12 @@ def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sa
         if process.returncode:
             log.seek(0)
             raise OutputError(f"cannot write {path}: {_ffmpeg_reason(log.read())}")
+
+
+def _ffmetadata(tags: Mapping[str, str]) -> str:
+    """`tags` in ffmpeg's ffmetadata form, with `=`, `;`, `#`, `\\` and newlines escaped."""
+    escaped = {key: re.sub(r"([=;#\\\n])", r"\\\1", value) for key, value in tags.items()}
+    return ";FFMETADATA1\n" + "".join(f"{key}={value}\n" for key, value in escaped.items())
 
 
 def _append_raw(file: BinaryIO, block: np.ndarray) -> None:

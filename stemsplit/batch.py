@@ -24,16 +24,20 @@ def safe_name(name: str) -> str:
     return cleaned or "track"
 
 
-def shorten(component: str, limit: int = NAME_MAX) -> str:
-    """`component` cut to `limit` bytes of UTF-8 (its extension kept), never inside a character."""
-    if len(os.fsencode(component)) <= limit:
-        return component
-    stem, dot, ext = component.rpartition(".")
-    if not dot or len(ext) > 16:
-        stem, ext = component, ""
-    keep = limit - len(os.fsencode(f".{ext}" if ext else ""))
-    cut = os.fsencode(stem)[:keep].decode("utf-8", errors="ignore").rstrip()
-    return f"{cut}.{ext}" if ext else cut
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    return os.fsencode(text)[:max(limit, 0)].decode("utf-8", errors="ignore")
+
+
+def fit_track(template: str, fields: dict[str, str], stems: list[str]) -> str:
+    """The {track} field shortened so that no component of any stem's path exceeds NAME_MAX bytes."""
+    track = fields["track"]
+    for stem in stems:
+        parts = Path(template.format(**{**fields, "track": track, "stem": stem})).parts
+        excess = max(len(os.fsencode(part)) for part in parts) - NAME_MAX
+        if excess > 0:
+            track = truncate(track, len(os.fsencode(track)) - excess) or "track"
+    return track
 
 
 def track_names(files: list[str]) -> dict[str, str]:
@@ -93,7 +97,7 @@ def write_record(record: tuple[Path, str] | None) -> None:
 
 def record_path(paths: Mapping[str, Path]) -> Path:
     first = next(iter(paths.values()))
-    return first.with_name(shorten(f".{first.name}{RECORD_SUFFIX}"))
+    return first.with_name(f".{truncate(first.name, NAME_MAX - len(RECORD_SUFFIX) - 1)}{RECORD_SUFFIX}")
 
 
 def record_text(input_digest: str, model: str, settings: Mapping[str, object], paths: Mapping[str, Path]) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .batch import (already_done, forget_record, inside, record_path, record_text, safe_name, shorten,
+from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, safe_name,
                     track_names, write_record)
 from .errors import StemsplitError
 
@@ -100,12 +100,16 @@ def stem_paths(out: Path, template: str, input_name: str, model: str, stems: lis
     fields = {"track": track, "track_ext": safe_name(source.suffix.lstrip(".")), "model": model, "ext": ext}
     root = out.resolve()
     paths = {}
+    try:
+        fields["track"] = fit_track(template, {"stem": "", **fields}, stems)
+    except (KeyError, IndexError, ValueError):
+        pass  # reported below
     for stem in stems:
         try:
             relative = template.format(stem=stem, **fields)
         except (KeyError, IndexError, ValueError) as exc:
             raise click.BadParameter(f"bad template {template!r}: {exc}", param_hint="--filename") from None
-        path = (root / Path(*map(shorten, Path(relative).parts))).resolve()
+        path = (root / relative).resolve()
         if root not in path.parents:
             raise click.BadParameter(f"template {template!r} writes outside the output folder",
                                      param_hint="--filename")
@@ -342,6 +346,17 @@ def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
 
 
+def input_failure(input_name: str, exc: Exception) -> str:
+    """The one-line message of an error that fails this input alone; other errors are raised again."""
+    if isinstance(exc, StemsplitError) and exc.exit_code == EXIT_FAILED:
+        return str(exc)
+    if isinstance(exc, RuntimeError):  # e.g. out of memory on a GPU
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (f"separating {input_name} failed: {reason}; try a shorter --segment, "
+                "--batch-size 1 or -d cpu")
+    raise exc
+
+
 def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
     """Inputs that must not be separated, with the reason: their stems would overwrite an input, or the
     stems of an earlier input. Decided on the whole input list, so that every shard decides alike."""
@@ -440,11 +455,10 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
                         record = None if to_stdout else identity
                         result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
                                          record, progress, console)
-                    except StemsplitError as exc:
-                        if exc.exit_code != EXIT_FAILED:
-                            raise
-                        console.error(str(exc))
-                        result = Result(input_name, "failed", error=str(exc))
+                    except (StemsplitError, RuntimeError) as exc:
+                        message = input_failure(input_name, exc)
+                        console.error(message)
+                        result = Result(input_name, "failed", error=message)
                 results.append(result)
                 if as_json:
                     click.echo(result.json())

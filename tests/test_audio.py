@@ -391,13 +391,15 @@ def test_output_that_is_a_folder_is_an_output_error(tmp_path):
     assert not any(".partial-" in p.name for p in tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("format, rate, bits, message", [
-    ("flac", 44100, 32, "flac supports bit depths 16, 24, not 32"),
-    ("aiff", 44100, 16, "unknown output format 'aiff'"),
-    ("mp3", 96000, 16, "mp3 cannot store 96000 Hz audio"),
+@pytest.mark.parametrize("format, rate, bits, error, message", [
+    ("flac", 44100, 32, OutputError, "flac supports bit depths 16, 24, not 32"),
+    ("aiff", 44100, 16, OutputError, "unknown output format 'aiff'"),
+    ("mp3", 96000, 16, InputError, "mp3 cannot store 96000 Hz audio"),
+    ("m4a", 192000, 16, InputError, "m4a cannot store 192000 Hz audio"),
+    ("ogg", 384000, 16, InputError, "ogg cannot store 384000 Hz audio"),
 ])
-def test_impossible_outputs_are_refused_before_writing(tmp_path, format, rate, bits, message):
-    with pytest.raises(OutputError, match=message):
+def test_impossible_outputs_are_refused_before_writing(tmp_path, format, rate, bits, error, message):
+    with pytest.raises(error, match=f"^{message}; use wav or flac$" if error is InputError else message):
         write_stems({tmp_path / "out" / f"a.{format}": tones(44100, 100)}, rate, frames=100, format=format,
                     bit_depth=bits)
     assert not (tmp_path / "out").exists()

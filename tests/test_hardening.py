@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from stemsplit.audio import open_song
+
 from test_robustness import SOURCES, error_lines, files_under, in_process, json_lines, leftovers, tone  # noqa: F401
 
 TINY = ("-n", "tiny")
@@ -111,3 +113,80 @@ def test_when_one_stem_cannot_be_renamed_the_others_are_removed(tmp_path, tiny_r
     assert error_lines(result.stderr)[0].startswith(f"error: cannot write {folder / 'vocals.wav'}: ")
     assert sorted(p.name for p in folder.iterdir()) == ["vocals.wav"]
     assert leftovers(tmp_path / "out") == []
+
+
+# 4. One input's failure does not end the batch
+
+def test_a_name_too_long_for_the_file_system_is_shortened(tmp_path, tiny_repo, in_process):
+    long_song = tmp_path / ("ü" * 125 + ".wav")  # 250 bytes + ".wav"
+    sf.write(long_song, tone(0.2, 44100), 44100)
+    sf.write(tmp_path / "next.wav", tone(0.2, 44100, seed=1), 44100)
+    result = in_process(long_song, tmp_path / "next.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+                        "--json", "--filename", "{track}-{stem}.{ext}", tmp=tmp_path / "tmp")
+    assert result.returncode == 0, result.stderr
+    lines = json_lines(result.stdout)
+    assert [line["status"] for line in lines] == ["done", "done"]
+    names = {stem: Path(written).name for stem, written in lines[0]["outputs"].items()}
+    track = names["vocals"][:-len("-vocals.wav")]
+    assert names == {stem: f"{track}-{stem}.wav" for stem in SOURCES} and track == "ü" * 122  # 255 bytes for vocals
+    assert all(sf.info(written).frames == 8820 for written in lines[0]["outputs"].values())
+    assert leftovers(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("format", ["mp3", "ogg", "m4a"])
+def test_a_rate_the_format_cannot_store_fails_that_input_only(tmp_path, tiny_repo, in_process, format):
+    sf.write(tmp_path / "low.wav", tone(0.5, 1000), 1000)
+    sf.write(tmp_path / "next.wav", tone(0.2, 44100), 44100)
+    result = in_process(tmp_path / "low.wav", tmp_path / "next.wav", *TINY, "--repo", tiny_repo,
+                        "-o", tmp_path / "out", "--json", "--format", format, tmp=tmp_path / "tmp")
+    lines = json_lines(result.stdout)
+    if format == "ogg":  # Vorbis stores any rate up to 192 kHz
+        assert result.returncode == 0, result.stderr
+        assert [line["status"] for line in lines] == ["done", "done"]
+        assert sf.info(lines[0]["outputs"]["vocals"]).samplerate == 1000
+        return
+    assert result.returncode == 1, result.stderr
+    assert [line["status"] for line in lines] == ["failed", "done"]
+    assert error_lines(result.stderr)[0] == f"error: {format} cannot store 1000 Hz audio; use wav or flac"
+    assert not (tmp_path / "out" / "tiny" / "low").exists()
+
+
+def test_a_tag_too_long_for_a_command_line_is_written(tmp_path, tiny_repo, in_process):
+    title = "=;#\\\n" + "t" * 300_000  # beyond Linux's 128 KiB limit on one argument
+    with sf.SoundFile(tmp_path / "tagged.flac", "w", 44100, 2) as file:
+        file.title, file.artist = title, "me"
+        file.write(tone(0.2, 44100))
+    result = in_process(tmp_path / "tagged.flac", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+                        "--format", "m4a", "--stems", "vocals", tmp=tmp_path / "tmp")
+    assert result.returncode == 0, result.stderr
+    with open_song(tmp_path / "out" / "tiny" / "tagged" / "vocals.m4a") as song:
+        assert song.info.tags["title"] == f"{title} (vocals)"
+        assert song.info.tags["artist"] == "me"
+
+
+def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, tiny_repo, in_process, monkeypatch):
+    """A GPU running out of memory (torch.OutOfMemoryError, a RuntimeError) cannot be caused on the CPU
+    machines that run the tests, so the network raises it for the first song."""
+    import torch
+
+    from stemsplit.model import HTDemucs
+
+    forward, calls = HTDemucs.forward, []
+
+    def out_of_memory_once(self, mix):
+        calls.append(mix.shape)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+        return forward(self, mix)
+
+    monkeypatch.setattr(HTDemucs, "forward", out_of_memory_once)
+    for name in ("first", "second"):
+        sf.write(tmp_path / f"{name}.wav", tone(0.2, 44100), 44100)
+    result = in_process(tmp_path / "first.wav", tmp_path / "second.wav", *TINY, "--repo", tiny_repo,
+                        "-o", tmp_path / "out", "--json", tmp=tmp_path / "tmp")
+    assert result.returncode == 1, result.stderr
+    assert [line["status"] for line in json_lines(result.stdout)] == ["failed", "done"]
+    assert error_lines(result.stderr) == [
+        f"error: separating {tmp_path / 'first.wav'} failed: CUDA out of memory. Tried to allocate 2.00 GiB; "
+        "try a shorter --segment, --batch-size 1 or -d cpu"]
+    assert not (tmp_path / "out" / "tiny" / "first").exists()
