@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, OutputError, StemsplitError
+from .errors import FfmpegError, InputError, OutputError
 
 # Extensions picked up when a folder is given. Video containers are left out on purpose:
 # they can still be separated when named explicitly.
@@ -62,6 +62,10 @@ KAISER_BETA = 12.0
 ROLLOFF = 0.97
 RESAMPLE_CHUNK = 1 << 22  # samples gathered into frames at once per channel, to bound memory
 BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at 44.1 kHz)
+# ffmpeg 5.1 (Debian 12) decodes AAC in MP4 with the encoder's end padding (100352 frames for 100001)
+# and muxes AAC that newer versions decode short; 9.0 is exact both ways. Versions between are untested.
+EXACT_AAC_FFMPEG = (9, 0)
+FFMPEG_VARIABLE = "STEMSPLIT_FFMPEG"  # the ffmpeg binary to use, whatever its version
 RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
 TEMPORARY_NAME_KEEP = 64  # characters of a stem's name kept in its temporary file's name
 
@@ -79,16 +83,54 @@ class AudioInfo:
 
 @cache
 def find_ffmpeg() -> tuple[str, str]:
-    """The ffmpeg binary to use and where it comes from: the system one first, else imageio-ffmpeg's."""
-    system = shutil.which("ffmpeg")
+    """The ffmpeg binary to use and, in words, which one it is: the one named by $STEMSPLIT_FFMPEG, else
+    the system's unless it is older than EXACT_AAC_FFMPEG and imageio-ffmpeg's can stand in, else that one."""
+    forced = os.environ.get(FFMPEG_VARIABLE)
+    if forced:
+        path = shutil.which(forced)
+        if path is None:
+            raise FfmpegError(f"{FFMPEG_VARIABLE}={forced} is not an executable file")
+        return path, f"ffmpeg {_ffmpeg_version(path)} from {FFMPEG_VARIABLE}"
+    system, bundled = shutil.which("ffmpeg"), _bundled_ffmpeg()
     if system:
-        return system, "system ffmpeg on PATH"
+        version = _ffmpeg_version(system)
+        if bundled is None or _version_number(version) >= EXACT_AAC_FFMPEG:
+            return system, f"system ffmpeg {version} on PATH"
+        path, origin = bundled
+        older = ".".join(map(str, EXACT_AAC_FFMPEG))
+        return path, f"{origin}, as the system's ffmpeg {version} is older than {older} (inexact AAC lengths)"
+    if bundled is None:
+        raise FfmpegError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package, "
+                          f"or name one in {FFMPEG_VARIABLE}")
+    return bundled
+
+
+def _bundled_ffmpeg() -> tuple[str, str] | None:
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe(), f"bundled with imageio-ffmpeg {imageio_ffmpeg.__version__}"
-    except (ImportError, RuntimeError) as exc:
-        raise StemsplitError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
+        path = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+    return path, f"ffmpeg {_ffmpeg_version(path)} bundled with imageio-ffmpeg {imageio_ffmpeg.__version__}"
+
+
+def _ffmpeg_version(path: str) -> str:
+    """The version `path -version` reports ("5.1.9-0+deb12u1", "n9.0.2-17-g2a571b6068-20260930")."""
+    try:
+        result = subprocess.run([path, "-version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FfmpegError(f"{path} does not run: {getattr(exc, 'strerror', None) or exc}") from None
+    found = re.match(rb"ffmpeg version (\S+)", result.stdout)
+    if result.returncode or not found:
+        raise FfmpegError(f"{path} does not run as ffmpeg (exit status {result.returncode})")
+    return found.group(1).decode(errors="replace")
+
+
+def _version_number(version: str) -> tuple[float, int]:
+    """(major, minor) of a release version; development builds ("N-112345-g...") count as the newest."""
+    found = re.match(r"n?(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else (math.inf, 0)
 
 
 def _ffmpeg_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:

@@ -23,3 +23,9 @@ class OutputError(StemsplitError):
     """Stems cannot be written (unwritable folder, disk full, bad template)."""
 
     exit_code = 4
+
+
+class FfmpegError(StemsplitError):
+    """No usable ffmpeg: none found, or the one named does not run."""
+
+    exit_code = 5
