@@ -47,6 +47,23 @@ class DefaultCommandGroup(click.Group):
             args = ["separate", *args]
         return super().parse_args(ctx, args)
 
+    def main(self, *args, **kwargs):
+        """click's own run, with its errors given as `error: ...` lines and Ctrl-C at any point as exit 130."""
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # --help and --version come back here
+            sys.exit(code if isinstance(code, int) else EXIT_OK)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted; no partial stems were left", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stemsplit")

@@ -433,6 +433,8 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
         raise ModelError(f"{path} is not a valid bag file (it needs a `models:` list): {error!r}") from error
     if not signatures or not all(NAME_PATTERN.fullmatch(signature) for signature in signatures):
         raise ModelError(f"{path}: `models:` must list model signatures")
+    if segment is not None and segment <= 0:
+        raise ModelError(f"{path}: `segment:` must be a positive number of seconds, not {segment}")
     return signatures, weights, segment
 
 

@@ -190,3 +190,31 @@ def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, t
         f"error: separating {tmp_path / 'first.wav'} failed: CUDA out of memory. Tried to allocate 2.00 GiB; "
         "try a shorter --segment, --batch-size 1 or -d cpu"]
     assert not (tmp_path / "out" / "tiny" / "first").exists()
+
+
+# 9. Settings whose cost has no bound are bounded, with a clear error
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--overlap", "0.99999", "overlap must be from 0 to 0.9, got 0.99999"),
+    ("--segment", "0.001", "segment must be from 0.125 to 1 seconds for this model, got 0.001"),
+    ("--shifts", "3000", "shifts must be from 0 to 20, got 3000"),
+])
+def test_settings_out_of_bounds_are_usage_errors(tmp_path, tiny_repo, in_process, option, value, message):
+    sf.write(tmp_path / "song.wav", tone(1.0, 44100), 44100)
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", option, value,
+                        tmp=tmp_path / "tmp")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == f"error: Invalid value: {message}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bag_file_with_segment_zero_is_a_model_error(tmp_path, tiny_repo, in_process):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for file in tiny_repo.iterdir():
+        (repo / file.name).write_bytes(file.read_bytes())
+    (repo / "tiny.yaml").write_text("models: ['0tiny000']\nsegment: 0\n")
+    sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    assert result.returncode == 3, result.stderr
+    assert result.stderr == f"error: {repo / 'tiny.yaml'}: `segment:` must be a positive number of seconds, not 0\n"
