@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +223,54 @@ def test_a_bag_file_with_segment_zero_is_a_model_error(tmp_path, tiny_repo, in_p
     result = in_process(tmp_path / "song.wav", *TINY, "--repo", repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
     assert result.returncode == 3, result.stderr
     assert result.stderr == f"error: {repo / 'tiny.yaml'}: `segment:` must be a positive number of seconds, not 0\n"
+
+
+# 10. Offline: one line at once, and a corrupt file in a read-only cache is a model error
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_hub_is_one_line_without_retries(tmp_path, monkeypatch):
+    import huggingface_hub.utils._http
+
+    from stemsplit.errors import ModelError
+    from stemsplit.registry import load_bag
+
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                 "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    waits = []
+    monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", waits.append)  # its back-off between retries
+    with pytest.raises(ModelError) as caught:
+        load_bag("htdemucs")
+    assert str(caught.value) == ("model 'htdemucs' is not downloaded yet and the Hugging Face Hub cannot be "
+                                 "reached; connect once to download it, or use --repo DIR with local weight files")
+    assert waits == []
+
+
+def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
+    from stemsplit.registry import find_model
+
+    info = find_model("htdemucs")
+    snapshot = tmp_path / "hf" / "hub" / f"models--{info.repo.replace('/', '--')}" / "snapshots" / info.revision
+    snapshot.mkdir(parents=True)
+    (snapshot / info.files[0].safetensors).write_bytes(b"not the weights")
+    sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
+    script = (f"mount --bind '{tmp_path / 'hf'}' '{tmp_path / 'hf'}' && mount -o remount,bind,ro '{tmp_path / 'hf'}' "
+              f"&& exec '{sys.executable}' -m stemsplit '{tmp_path / 'song.wav'}' -o '{tmp_path / 'out'}'")
+    if not shutil.which("unshare"):
+        pytest.skip("needs unshare to mount the cache read-only")
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    if "mount" in result.stderr and result.returncode != 3:
+        pytest.skip(f"cannot mount read-only here: {result.stderr.strip()}")
+    assert result.returncode == 3, result.stderr
+    path = snapshot / info.files[0].safetensors
+    assert result.stderr == (f"error: {info.files[0].safetensors} of model 'htdemucs' in the cache is unreadable or "
+                             f"corrupt and cannot be removed (Read-only file system): delete {path} and run again\n")
