@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import shutil
 import signal
 import sys
@@ -21,14 +22,14 @@ import click
 from . import __version__
 from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, safe_name,
                     track_names, write_record)
-from .errors import StemsplitError
+from .errors import OutputError, StemsplitError
 
 if TYPE_CHECKING:
     from .audio import Song
     from .bag import Bag
     from .separation import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_CLOSED_PIPE = 0, 1, 2, 130, 143, 141
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 STEM_FILE_TEMPLATE = "{track}.{ext}"  # the default for --format stem: one file per song
 STEM_FILE = "stems"  # the {stem} field, and the output's name, of a stem file
@@ -87,8 +88,9 @@ def audio_inputs(inputs: tuple[str, ...], out: Path | None = None) -> list[str]:
     for item in inputs:
         path = Path(item)
         if item != "-" and not path.exists() and glob.has_magic(item):
-            found += [p for p in audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
-                      if out is None or not inside(Path(p), out)]
+            matches = [p for p in audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+                       if out is None or not inside(Path(p), out)]
+            found += matches or [item]  # a pattern that matches nothing is reported like a missing file
         elif item != "-" and path.is_dir():
             audio = sorted(str(p) for p in path.rglob("*") if wanted(p, path))
             found += audio or [item]  # a folder with no audio is reported as a failed input, not dropped
@@ -374,6 +376,22 @@ def input_failure(input_name: str, exc: Exception) -> str:
     raise exc
 
 
+class ClosedPipe(Exception):
+    """stdout's reader went away: the command ends quietly, as a tool killed by SIGPIPE would."""
+
+
+def copy_to_stdout(path: Path) -> None:
+    with open(path, "rb") as stem:
+        try:
+            shutil.copyfileobj(stem, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is left to flush at exit
+            raise ClosedPipe() from None
+        except OSError as exc:
+            raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
 def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
     """Inputs that must not be separated, with the reason: their stems would overwrite an input, or the
     stems of an earlier input. Decided on the whole input list, so that every shard decides alike."""
@@ -435,7 +453,11 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     console.detail(f"device: {options.device}")
     options = with_precision_chosen(options, console)
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
-    names = pick_outputs(model_bag.stems, names_wanted, options.format)
+    try:
+        names = pick_outputs(model_bag.stems, names_wanted, options.format)
+    except click.BadParameter as exc:
+        exc.param_hint = "--stdout" if to_stdout else exc.param_hint
+        raise
     bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     try:
@@ -479,13 +501,12 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
                 results.append(result)
                 if as_json:
                     click.echo(result.json())
-                if result.status == "done":
+                if result.status == "done" and not to_stdout:  # the folder would be a temporary one
                     first = paths[names[0]]
                     written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
                     console.info(f"  {written} ({result.seconds:.1f} s)")
         if to_stdout and results[0].status == "done":
-            with open(results[0].outputs[to_stdout], "rb") as stem:
-                shutil.copyfileobj(stem, sys.stdout.buffer)
+            copy_to_stdout(Path(results[0].outputs[to_stdout]))
     finally:
         prefetch.close()
         if stdout_folder:
@@ -568,6 +589,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
     if sum(map(bool, (two_stems, stems, to_stdout))) > 1:
         raise click.UsageError("use only one of --two-stems, --stems and --stdout")
+    if to_stdout is not None and not to_stdout.strip():
+        raise click.BadParameter("needs a stem name, e.g. vocals or no_vocals", param_hint="--stdout")
     if to_stdout and as_json:
         raise click.UsageError("--stdout and --json both write to stdout; use one")
     if audio_format == "flac" and bit_depth == "32":
@@ -596,6 +619,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     except Terminated:
         console.error("terminated; no partial stems were left")
         code = EXIT_TERMINATED
+    except ClosedPipe:
+        code = EXIT_CLOSED_PIPE
     sys.exit(code)
 
 

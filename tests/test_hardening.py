@@ -274,3 +274,61 @@ def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
     path = snapshot / info.files[0].safetensors
     assert result.stderr == (f"error: {info.files[0].safetensors} of model 'htdemucs' in the cache is unreadable or "
                              f"corrupt and cannot be removed (Read-only file system): delete {path} and run again\n")
+
+
+# 11. Output edges: stdout full or closed, an empty --stdout, a glob matching nothing
+
+def stemsplit_process(*args: object, cwd: Path, **popen) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=env,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_stdout_on_a_full_device_is_an_output_error(tmp_path, tiny_repo):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    with open("/dev/full", "wb") as full:
+        process = stemsplit_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "--stdout", "vocals",
+                                    cwd=tmp_path, stdout=full)
+        _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 4, stderr
+    assert stderr == "error: cannot write to stdout: No space left on device\n"
+
+
+def test_stdout_into_a_closed_pipe_ends_quietly(tmp_path, tiny_repo):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read
+    process = stemsplit_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "--stdout", "vocals",
+                                cwd=tmp_path, stdout=writer)
+    os.close(writer)
+    _, stderr = process.communicate(timeout=300)
+    assert (process.returncode, stderr) == (141, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
+
+
+def test_an_empty_stdout_stem_is_a_usage_error(tmp_path, tiny_repo, in_process, monkeypatch):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    monkeypatch.chdir(tmp_path)
+    result = in_process("song.wav", *TINY, "--repo", tiny_repo, "--stdout", "", tmp=tmp_path / "tmp")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == "error: Invalid value for --stdout: needs a stem name, e.g. vocals or no_vocals"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav", "tmp"]
+
+
+def test_an_unknown_stdout_stem_names_stdout(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "--stdout", "no_kazoo", tmp=tmp_path / "tmp")
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == ("error: Invalid value for --stdout: unknown stem 'kazoo'; "
+                                              "this model has drums, bass, other, vocals")
+
+
+def test_a_glob_matching_nothing_is_reported_beside_other_inputs(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    pattern = str(tmp_path / "nothing" / "*.flac")
+    result = in_process(tmp_path / "song.wav", pattern, *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+                        tmp=tmp_path / "tmp")
+    assert result.returncode == 1, result.stderr
+    assert [(line["input"], line["status"]) for line in json_lines(result.stdout)] == [
+        (str(tmp_path / "song.wav"), "done"), (pattern, "failed")]
+    assert error_lines(result.stderr) == [f"error: {pattern}: no such file"]
