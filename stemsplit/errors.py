@@ -29,3 +29,9 @@ class FfmpegError(StemsplitError):
     """No usable ffmpeg: none found, or the one named does not run."""
 
     exit_code = 5
+
+
+class SettingsError(StemsplitError, ValueError):
+    """A setting or argument has a value it cannot take; the message names the valid ones."""
+
+    exit_code = 2

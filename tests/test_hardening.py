@@ -332,3 +332,50 @@ def test_a_glob_matching_nothing_is_reported_beside_other_inputs(tmp_path, tiny_
     assert [(line["input"], line["status"]) for line in json_lines(result.stdout)] == [
         (str(tmp_path / "song.wav"), "done"), (pattern, "failed")]
     assert error_lines(result.stderr) == [f"error: {pattern}: no such file"]
+
+
+# 12. The API: integer PCM, either array layout, documented error classes
+
+def test_integer_pcm_arrays_are_scaled_like_the_floats_they_stand_for(tiny_repo):
+    import stemsplit
+
+    model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu")
+    ints = (tone(0.3, 44100).T * 20000).astype(np.int16)  # (channels, n)
+    from_floats = model.separate((ints.astype(np.float32) / 32768, 44100)).stems
+    for samples in (ints, ints.T.copy(), (ints.astype(np.int32) << 16), (ints.astype(np.int32) + 32768).astype(np.uint16)):
+        stems = model.separate((samples, 44100)).stems
+        for name in model.sources:
+            assert stems[name].shape == (2, ints.shape[1])
+            np.testing.assert_allclose(stems[name], from_floats[name], atol=1e-6)
+
+
+@pytest.mark.parametrize("source, message", [
+    ((np.zeros((100, 100), np.float32), 44100), r"^samples of shape \(100, 100\): expected \(channels, n\), "
+                                                r"\(n, channels\) or \(n,\), with at most 8 channels$"),
+    ((np.zeros(100, np.float32), 0), "^the rate must be a positive whole number of Hz, got 0$"),
+    ((np.zeros(100, np.float32), 44100.5), "^the rate must be a positive whole number of Hz, got 44100.5$"),
+    ((np.zeros(100, complex), 44100), "^samples must be float or integer PCM, not complex128$"),
+    (42, "^cannot separate a int: give a path, the bytes of an audio file, or a \\(samples, rate\\) pair$"),
+])
+def test_odd_api_sources_are_input_errors(tiny_repo, source, message):
+    import stemsplit
+    from stemsplit.errors import InputError
+
+    model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu")
+    with pytest.raises(InputError, match=message):
+        model.separate(source)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"shift": 1}, "^unknown setting 'shift'; the settings are batch_size, overlap, precision, segment, shifts$"),
+    ({"overlap": 2.0}, r"^overlap must be from 0 to 0.9, got 2 \(settings: "),
+    ({"device": "tpu"}, "^unknown device 'tpu'; use auto, cpu, cuda or mps$"),
+    ({"overlap": "half"}, "not supported between instances"),
+])
+def test_bad_api_settings_are_settings_errors(tiny_repo, options, message):
+    import stemsplit
+    from stemsplit.errors import SettingsError
+
+    with pytest.raises(SettingsError, match=message) as caught:
+        stemsplit.load_model("tiny", repo=tiny_repo, **options)
+    assert isinstance(caught.value, ValueError)  # code catching ValueError keeps working
