@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import shutil
@@ -15,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
@@ -44,7 +45,7 @@ class DefaultCommandGroup(click.Group):
     """`stemsplit song.mp3` runs `separate`; `stemsplit models` runs `models`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or args[0] not in self.commands:
+        if not args or args[0] not in (*self.commands, "--version", "--help", "-h"):
             args = ["separate", *args]
         return super().parse_args(ctx, args)
 
@@ -196,6 +197,12 @@ def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
 
 # Human output (stderr) and machine output (stdout)
 
+def printable(text: str) -> str:
+    """`text` with control characters and undecodable bytes of file names escaped (a newline in a name
+    must not start a line of its own, which could pass for an `error:` line)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 class Console:
     """Human output on stderr: a progress bar on a terminal, plain lines otherwise."""
 
@@ -208,14 +215,14 @@ class Console:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.rich.print(message, markup=False, soft_wrap=True)
+            self.rich.print(printable(message), markup=False, soft_wrap=True)
 
     def detail(self, message: str) -> None:
         if self.verbose:
             self.info(message)
 
     def error(self, message: str) -> None:
-        self.rich.print(f"error: {message}", markup=False, soft_wrap=True,
+        self.rich.print(f"error: {printable(message)}", markup=False, soft_wrap=True,
                         style="red" if self.interactive else None)
 
     def progress(self):
@@ -229,8 +236,8 @@ class Console:
 
         table = Table("input", "status", "audio", "time", "note", title="stemsplit summary")
         for r in results:
-            table.add_row(r.input, r.status, f"{r.duration:.1f} s" if r.duration else "",
-                          f"{r.seconds:.1f} s", r.error or "")
+            table.add_row(printable(r.input), r.status, f"{r.duration:.1f} s" if r.duration else "",
+                          f"{r.seconds:.1f} s", printable(r.error or ""))
         counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
         if not self.quiet:
             self.rich.print(table)
@@ -380,16 +387,21 @@ class ClosedPipe(Exception):
     """stdout's reader went away: the command ends quietly, as a tool killed by SIGPIPE would."""
 
 
+def write_stdout(source: BinaryIO) -> None:
+    """Copy `source` to stdout; a closed pipe raises ClosedPipe, any other failure an OutputError."""
+    try:
+        shutil.copyfileobj(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is left to flush at exit
+        raise ClosedPipe() from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
 def copy_to_stdout(path: Path) -> None:
     with open(path, "rb") as stem:
-        try:
-            shutil.copyfileobj(stem, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is left to flush at exit
-            raise ClosedPipe() from None
-        except OSError as exc:
-            raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+        write_stdout(stem)
 
 
 def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
@@ -629,11 +641,19 @@ def models() -> None:
     """List the models in the catalogue: family, stems, licence, pinning and whether they are downloaded."""
     from .registry import default_model, is_cached, read_catalogue
 
-    default = default_model()
-    for name, info in read_catalogue().items():
-        click.echo(f"{name} (default)" if name == default else name)
-        click.echo(f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
-                   f"cached {'yes' if is_cached(info) else 'no'}")
-        click.echo(f"  stems: {', '.join(info.stems)}")
-        click.echo(f"  {info.description}")
+    try:
+        lines = []
+        default = default_model()
+        for name, info in read_catalogue().items():
+            lines += [f"{name} (default)" if name == default else name,
+                      f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
+                      f"cached {'yes' if is_cached(info) else 'no'}",
+                      f"  stems: {', '.join(info.stems)}",
+                      f"  {info.description}"]
+        write_stdout(io.BytesIO("".join(f"{line}\n" for line in lines).encode()))
+    except StemsplitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except ClosedPipe:
+        sys.exit(EXIT_CLOSED_PIPE)
 

@@ -379,3 +379,46 @@ def test_bad_api_settings_are_settings_errors(tiny_repo, options, message):
     with pytest.raises(SettingsError, match=message) as caught:
         stemsplit.load_model("tiny", repo=tiny_repo, **options)
     assert isinstance(caught.value, ValueError)  # code catching ValueError keeps working
+
+
+# 13. Smaller: --version, names with newlines, `models` on a full device, no ffmpeg
+
+def test_version(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "stemsplit", "--version"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "stemsplit, version 0.1.0\n", "")
+
+
+def test_a_newline_in_a_name_cannot_forge_an_error_line(tmp_path, tiny_repo, in_process):
+    forged = tmp_path / "song\nerror: forged.wav"
+    forged.write_text("not audio")
+    sf.write(tmp_path / "real.wav", tone(0.2, 44100), 44100)
+    result = in_process(forged, tmp_path / "real.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+                        tmp=tmp_path / "tmp")
+    assert result.returncode == 1
+    assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: cannot decode {tmp_path}/song\\nerror: forged.wav: ")
+
+
+def test_models_into_a_full_device_is_an_output_error(tmp_path):
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "stemsplit", "models"], stdout=full, stderr=subprocess.PIPE,
+                                text=True, cwd=tmp_path, env={**os.environ, "HF_HOME": str(tmp_path / "hf")})
+    assert (result.returncode, result.stderr) == (4, "error: cannot write to stdout: No space left on device\n")
+
+
+def test_no_usable_ffmpeg_is_its_own_exit_code(tmp_path, tiny_repo, in_process, monkeypatch):
+    from stemsplit.audio import find_ffmpeg
+
+    sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
+    monkeypatch.setenv("STEMSPLIT_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    find_ffmpeg.cache_clear()
+    try:
+        result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+                            tmp=tmp_path / "tmp")
+    finally:
+        monkeypatch.delenv("STEMSPLIT_FFMPEG")
+        find_ffmpeg.cache_clear()
+    assert result.returncode == 5
+    assert result.stderr == f"error: STEMSPLIT_FFMPEG={tmp_path / 'no-ffmpeg'} is not an executable file\n"
