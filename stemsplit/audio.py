@@ -226,7 +226,19 @@ def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
         raise InputError(f"{source}: no such file")
     if path.is_dir():
         raise InputError(f"{source} is a directory, not an audio file")
+    if not _utf8(str(path)):  # bytes of another encoding (Latin-1 archives): ffmpeg-python cannot take the name
+        link = work / "input"
+        link.symlink_to(path.resolve())
+        return str(source), link
     return str(source), path
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decode(path: Path, name: str, work: Path, channels: int | None = None,
@@ -620,7 +632,8 @@ def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path,
                       format: str, bit_depth: int, tags: dict[str, str]) -> None:
     subtype = "FLOAT" if bit_depth == 32 else f"PCM_{bit_depth}"
     try:
-        with sf.SoundFile(temporary, "w", sample_rate, channels, subtype, format=format.upper()) as file:
+        with sf.SoundFile(os.fsencode(temporary), "w", sample_rate, channels, subtype,  # bytes: any name
+                          format=format.upper()) as file:
             for key, value in tags.items():
                 if key in SOUNDFILE_TAGS:
                     setattr(file, SOUNDFILE_TAGS[key], value)

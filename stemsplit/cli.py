@@ -254,7 +254,14 @@ class Result:
     error: str | None = None
 
     def json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False)
+        """One JSON line; names holding bytes that are not UTF-8 are written as \\udcXX escapes, which
+        json.loads turns back into the str that os.fsencode turns back into those bytes."""
+        text = json.dumps(self.__dict__, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(self.__dict__)
+        return text
 
 
 # Separation

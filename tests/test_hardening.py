@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -422,3 +423,26 @@ def test_no_usable_ffmpeg_is_its_own_exit_code(tmp_path, tiny_repo, in_process, 
         find_ffmpeg.cache_clear()
     assert result.returncode == 5
     assert result.stderr == f"error: STEMSPLIT_FFMPEG={tmp_path / 'no-ffmpeg'} is not an executable file\n"
+
+
+# 6. Names that are not UTF-8 (Latin-1 archives), as inputs and in -o
+
+def test_latin1_names_are_handled_like_any_other(tmp_path, tiny_repo):
+    folder = os.fsencode(tmp_path) + b"/disque \xe9t\xe9"
+    os.mkdir(folder)
+    song, broken, out = folder + b"/caf\xe9.wav", folder + b"/cass\xe9.wav", os.fsencode(tmp_path) + b"/sortie \xe9"
+    sf.write(song, tone(0.2, 44100), 44100)  # bytes: soundfile passes them on as they are
+    with open(broken, "w") as file:
+        file.write("not audio")
+    result = subprocess.run([sys.executable.encode(), b"-m", b"stemsplit", folder, b"-n", b"tiny",
+                             b"--repo", os.fsencode(tiny_repo), b"-o", out, b"--json", b"--format", b"flac"],
+                            capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    stderr = result.stderr.decode("utf-8")  # escaped: valid UTF-8 whatever the names
+    assert result.returncode == 1, stderr
+    lines = [json.loads(line) for line in result.stdout.decode("utf-8").splitlines()]
+    assert [(os.fsencode(line["input"]), line["status"]) for line in lines] == [(song, "done"), (broken, "failed")]
+    for stem, path in lines[0]["outputs"].items():
+        assert os.fsencode(path) == out + b"/tiny/caf\xe9/" + stem.encode() + b".flac"
+        assert sf.info(os.fsencode(path)).frames == 8820
+    assert error_lines(stderr)[0].startswith(f"error: cannot decode {tmp_path}/disque \\udce9t\\udce9/cass\\udce9.wav: ")
+    assert "Traceback" not in stderr
