@@ -269,14 +269,17 @@ def _run_cancellable(command: list[str], cancelled: threading.Event | None) -> t
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     with process:
-        while True:
-            try:
-                _, stderr = process.communicate(timeout=0.2)
-                return process.returncode, stderr
-            except subprocess.TimeoutExpired:
-                if cancelled is not None and cancelled.is_set():
-                    process.kill()
-                    raise Cancelled() from None
+        try:
+            while True:
+                try:
+                    _, stderr = process.communicate(timeout=0.2)
+                    return process.returncode, stderr
+                except subprocess.TimeoutExpired:
+                    if cancelled is not None and cancelled.is_set():
+                        raise Cancelled() from None
+        except BaseException:  # Ctrl-C, SIGTERM, cancelled: stop ffmpeg now rather than wait for it
+            process.kill()
+            raise
 
 
 def _wav_format(path: Path) -> tuple[int, int, int]:

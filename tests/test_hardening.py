@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +18,8 @@ import soundfile as sf
 
 from stemsplit.audio import open_song
 
-from test_robustness import SOURCES, error_lines, files_under, in_process, json_lines, leftovers, tone  # noqa: F401
+from test_robustness import (SOURCES, command, environment, error_lines, files_under, in_process,  # noqa: F401
+                             interrupt_promptly, json_lines, leftovers, tone, wait_for)
 
 TINY = ("-n", "tiny")
 
@@ -446,3 +449,57 @@ def test_latin1_names_are_handled_like_any_other(tmp_path, tiny_repo):
         assert sf.info(os.fsencode(path)).frames == 8820
     assert error_lines(stderr)[0].startswith(f"error: cannot decode {tmp_path}/disque \\udce9t\\udce9/cass\\udce9.wav: ")
     assert "Traceback" not in stderr
+
+
+# 7. Signals: ffmpeg is stopped at once; Ctrl-C in start-up is 130; stale partials of killed runs are removed
+
+def ffmpeg_children(pid: int) -> list[int]:
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    try:
+        return [child for child in children if b"ffmpeg" in Path(f"/proc/{child}/cmdline").read_bytes()]
+    except FileNotFoundError:
+        return []
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # a zombie has stopped
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.parametrize("signum, code, message", [
+    (signal.SIGTERM, 143, "error: terminated; no partial stems were left"),
+    (signal.SIGINT, 130, "error: interrupted; no partial stems were left"),
+])
+def test_a_signal_while_ffmpeg_decodes_stops_it_at_once(tmp_path, tiny_repo, signum, code, message):
+    """The input is a FIFO that we keep open after its first 60 KB: ffmpeg waits for the rest for ever."""
+    tmp, fifo = tmp_path / "tmp", tmp_path / "song.wav"
+    os.mkfifo(fifo)
+    wav = io.BytesIO()
+    sf.write(wav, tone(60, 44100), 44100, format="WAV", subtype="FLOAT")
+    writer = os.open(fifo, os.O_RDWR)  # does not wait for a reader
+    os.write(writer, wav.getvalue()[:60_000])  # less than a pipe holds
+    process = subprocess.Popen(command(fifo, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out"),
+                               cwd=tmp_path, env=environment(tmp), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def reading(child: int) -> bool:
+        try:
+            return any(os.readlink(fd) == str(fifo) for fd in Path(f"/proc/{child}/fd").iterdir())
+        except OSError:
+            return False
+
+    try:
+        wait_for(lambda: any(reading(child) for child in ffmpeg_children(process.pid)), process, "ffmpeg's reading")
+        children = ffmpeg_children(process.pid)
+        stderr = interrupt_promptly(process, signum)
+    finally:
+        os.close(writer)
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, error_lines(stderr)) == (code, [message])
+    assert len(children) == 1 and gone(children[0]), "ffmpeg was left running"
+    assert list(tmp.iterdir()) == []
