@@ -178,7 +178,7 @@ def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, t
     machines that run the tests, so the network raises it for the first song."""
     import torch
 
-    from stemsplit.model import HTDemucs
+    from stemsplit.networks.htdemucs import HTDemucs
 
     forward, calls = HTDemucs.forward, []
 
@@ -264,7 +264,7 @@ def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
     info = find_model("htdemucs")
     snapshot = tmp_path / "hf" / "hub" / f"models--{info.repo.replace('/', '--')}" / "snapshots" / info.revision
     snapshot.mkdir(parents=True)
-    (snapshot / info.files[0].safetensors).write_bytes(b"not the weights")
+    (snapshot / info.files[0].name).write_bytes(b"not the weights")
     sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
     script = (f"mount --bind '{tmp_path / 'hf'}' '{tmp_path / 'hf'}' && mount -o remount,bind,ro '{tmp_path / 'hf'}' "
               f"&& exec '{sys.executable}' -m stemsplit '{tmp_path / 'song.wav'}' -o '{tmp_path / 'out'}'")
@@ -275,8 +275,8 @@ def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
     if "mount" in result.stderr and result.returncode != 3:
         pytest.skip(f"cannot mount read-only here: {result.stderr.strip()}")
     assert result.returncode == 3, result.stderr
-    path = snapshot / info.files[0].safetensors
-    assert result.stderr == (f"error: {info.files[0].safetensors} of model 'htdemucs' in the cache is unreadable or "
+    path = snapshot / info.files[0].name
+    assert result.stderr == (f"error: {info.files[0].name} of model 'htdemucs' in the cache is unreadable or "
                              f"corrupt and cannot be removed (Read-only file system): delete {path} and run again\n")
 
 
@@ -348,7 +348,7 @@ def test_integer_pcm_arrays_are_scaled_like_the_floats_they_stand_for(tiny_repo)
     from_floats = model.separate((ints.astype(np.float32) / 32768, 44100)).stems
     for samples in (ints, ints.T.copy(), (ints.astype(np.int32) << 16), (ints.astype(np.int32) + 32768).astype(np.uint16)):
         stems = model.separate((samples, 44100)).stems
-        for name in model.sources:
+        for name in model.stems:
             assert stems[name].shape == (2, ints.shape[1])
             np.testing.assert_allclose(stems[name], from_floats[name], atol=1e-6)
 
