@@ -35,7 +35,7 @@ class Separator:
             check_settings(bag, settings, device)
             settings = replace(settings, precision=choose(settings.precision, device).precision)  # "auto" decided once
         except (ValueError, TypeError) as exc:
-            raise SettingsError(f"{exc} (settings: {settings})") from None
+            raise SettingsError(str(exc)) from None
         self.bag, self.device, self.settings = bag, device, settings
 
     @property

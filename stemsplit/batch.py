@@ -76,7 +76,9 @@ def forget_record(record: tuple[Path, str] | None) -> None:
     """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
     if record is not None:
         try:
-            record[0].unlink(missing_ok=True)
+            record[0].unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing to forget; whether the place is writable is for the stems to find out
         except OSError as exc:
             raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
 

@@ -45,7 +45,7 @@ class DefaultCommandGroup(click.Group):
     """`stemsplit song.mp3` runs `separate`; `stemsplit models` runs `models`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or args[0] not in (*self.commands, "--version", "--help", "-h"):
+        if not args or args[0] not in (*self.commands, "--version"):
             args = ["separate", *args]
         return super().parse_args(ctx, args)
 

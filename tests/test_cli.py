@@ -137,7 +137,7 @@ def test_bfloat16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path, song, tin
     result = stemsplit_on_avx2_cpu(song, "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path, "--precision", "bfloat16",
                                    cwd=tmp_path)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines()[-1] == ("Error: Invalid value for --precision: bfloat16 is slower than float32 "
+    assert result.stderr.splitlines()[-1] == ("error: Invalid value for --precision: bfloat16 is slower than float32 "
                                               "on this CPU (no avx512_bf16 or amx_bf16); use float32")
     assert not (tmp_path / "tiny").exists()
 
