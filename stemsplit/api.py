@@ -10,6 +10,7 @@ from typing import NamedTuple, Union
 import numpy as np
 import soundfile as sf
 
+from .batch import temporary_prefix
 from .audio import open_song, to_input_rate
 from .bag import Bag
 from .precision import choose
@@ -46,7 +47,7 @@ class Separator:
         """Stems of a file path, the bytes of an audio file, or a `(samples, rate)` pair where samples
         is (channels, n), (n, channels) or (n,) for mono, float or integer PCM (scaled to +-1 by its
         type's range). Stems are float32 and not clipped."""
-        with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+        with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
             path = as_file(source, Path(folder))
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
                 blocks = list(separate_stream(self.bag, song, self.settings, self.device))

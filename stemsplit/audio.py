@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -29,6 +28,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from .batch import partial_name, temporary_prefix
 from .errors import FfmpegError, InputError, OutputError
 
 # Extensions picked up when a folder is given. Video containers are left out on purpose:
@@ -67,7 +67,6 @@ BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at
 EXACT_AAC_FFMPEG = (9, 0)
 FFMPEG_VARIABLE = "STEMSPLIT_FFMPEG"  # the ffmpeg binary to use, whatever its version
 RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
-TEMPORARY_NAME_KEEP = 64  # characters of a stem's name kept in its temporary file's name
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
     notices = []
-    with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         work = Path(folder)
         name, path = _locate(source, work)
         decoded, tags = _decode(path, name, work, cancelled=cancelled)
@@ -531,7 +530,7 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
 
 def _temporary(path: Path) -> Path:
     """A hidden temporary name beside `path`, short enough for any file system whatever `path`'s length."""
-    return path.parent / f".{path.name[:TEMPORARY_NAME_KEEP]}.partial-{uuid.uuid4().hex[:8]}"
+    return partial_name(path)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -666,7 +665,7 @@ def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sa
     muxer, codec = LOSSY_CODECS[format]
     quality = ["-q:a", str(VORBIS_QUALITY)] if format == "ogg" else ["-b:a", f"{bitrate}k"]
     # Tags go through an ffmetadata file: on the command line a long one would exceed the system's limit.
-    with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         metadata = Path(folder) / "metadata.txt"
         metadata.write_text(_ffmetadata(tags), encoding="utf-8")
         command = [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error",

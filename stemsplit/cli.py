@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from . import __version__
-from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, safe_name,
-                    track_names, write_record)
+from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, remove_stale,
+                    safe_name, temporary_prefix, track_names, write_record)
 from .errors import OutputError, StemsplitError
 
 if TYPE_CHECKING:
@@ -483,7 +483,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
         check_settings(bag, options.settings, options.device)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
+    stdout_folder = tempfile.TemporaryDirectory(prefix=temporary_prefix()) if to_stdout else None
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
     ext = "stem.mp4" if options.format == "stem" else options.format
     if options.format == "stem" and template == DEFAULT_TEMPLATE:
@@ -493,6 +493,7 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
             for name in every_file}
     refusals = refused_inputs(plan)
     plan = {name: plan[name] for name in files}
+    remove_stale({path.parent for paths in plan.values() for path in paths.values()})
     identity = (bag.identity, output_settings(options, names))
     todo = [name for name, paths in plan.items()
             if name not in refusals and not (skip_existing and already_done(name, *identity, paths))]

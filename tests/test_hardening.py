@@ -503,3 +503,36 @@ def test_a_signal_while_ffmpeg_decodes_stops_it_at_once(tmp_path, tiny_repo, sig
     assert (process.returncode, error_lines(stderr)) == (code, [message])
     assert len(children) == 1 and gone(children[0]), "ffmpeg was left running"
     assert list(tmp.iterdir()) == []
+
+
+def test_a_rerun_removes_what_a_killed_run_left(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.flac", tone(4.0, 44100, seed=2), 44100)
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    args = [tmp_path / "song.flac", "-n", "tiny", "--repo", tiny_repo, "-o", out]
+    process = subprocess.Popen(command(*args), cwd=tmp_path, env=environment(tmp), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    folder = out / "tiny" / "song"
+    try:
+        wait_for(lambda: folder.is_dir() and any(p.stat().st_size > 0 for p in folder.glob(".*.partial*.f32")),
+                 process, "the first stretch of stems")
+    finally:
+        process.kill()
+        process.wait()
+    left, temporary = leftovers(out), list(tmp.iterdir())
+    assert len(left) == 4 and len(temporary) == 1  # the raw stems, and the decoded song
+    result = in_process(*args, "--json", tmp=tmp)
+    assert result.returncode == 0, result.stderr
+    assert leftovers(out) == [] and list(tmp.iterdir()) == []
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".drums.wav.stemsplit.json"]
+                                                              + [f"{s}.wav" for s in SOURCES])
+
+
+def test_partials_of_a_live_process_or_another_host_are_kept(tmp_path):
+    from stemsplit.batch import HOST, partial_name, remove_stale
+
+    alive = partial_name(tmp_path / "vocals.wav")  # this process's
+    elsewhere = tmp_path / f".bass.wav.partial-{HOST}x-1-0123abcd"  # another host's
+    for path in (alive, elsewhere):
+        path.write_bytes(b"x")
+    remove_stale({tmp_path})
+    assert sorted(tmp_path.iterdir()) == sorted([alive, elsewhere])
