@@ -603,8 +603,6 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
              two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
              skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
-    from .separation import Settings
-
     console = Console(quiet, verbose)
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
     if sum(map(bool, (two_stems, stems, to_stdout))) > 1:
@@ -620,10 +618,13 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     if to_stdout:
         audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
         stems = () if two_stems else (to_stdout,)
-    settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
+
+        settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
+                            precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
         options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,

@@ -536,3 +536,25 @@ def test_partials_of_a_live_process_or_another_host_are_kept(tmp_path):
         path.write_bytes(b"x")
     remove_stale({tmp_path})
     assert sorted(tmp_path.iterdir()) == sorted([alive, elsewhere])
+
+
+def test_ctrl_c_while_starting_up_is_an_interruption(tmp_path):
+    """Torch is imported as the command starts; a Ctrl-C then must exit 130 like any other."""
+    sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
+    process = subprocess.Popen(command(tmp_path / "song.wav", "-o", tmp_path / "out"), cwd=tmp_path,
+                               env=environment(tmp_path / "tmp"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def importing_torch() -> bool:
+        try:
+            return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+        except OSError:
+            return False
+
+    try:
+        wait_for(importing_torch, process, "torch's import")
+        stderr = interrupt_promptly(process, signal.SIGINT, limit=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert (process.returncode, stderr) == (130, "error: interrupted; no partial stems were left\n")
