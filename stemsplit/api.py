@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import NamedTuple, Union
 
 import numpy as np
 import soundfile as sf
 
+from .batch import temporary_prefix
 from .audio import open_song, to_input_rate
 from .bag import Bag
 from .precision import choose
 from .registry import load_bag
+from .errors import InputError, SettingsError
 from .separation import Settings, check_settings, resolve_device, separate_stream
 
 AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
+SETTINGS = frozenset(setting.name for setting in fields(Settings))
+MAX_CHANNELS = 8  # the most channels an array may have; a longer axis is taken for time
 
 
 class Separated(NamedTuple):
@@ -28,8 +32,11 @@ class Separator:
     """A loaded model with its settings, ready to separate many songs."""
 
     def __init__(self, bag: Bag, device: str, settings: Settings):
-        check_settings(bag, settings, device)
-        settings = replace(settings, precision=choose(settings.precision, device).precision)  # "auto" decided once
+        try:
+            check_settings(bag, settings, device)
+            settings = replace(settings, precision=choose(settings.precision, device).precision)  # "auto" decided once
+        except (ValueError, TypeError) as exc:
+            raise SettingsError(str(exc)) from None
         self.bag, self.device, self.settings = bag, device, settings
 
     @property
@@ -38,8 +45,9 @@ class Separator:
 
     def separate(self, source: AudioSource) -> Separated:
         """Stems of a file path, the bytes of an audio file, or a `(samples, rate)` pair where samples
-        is (channels, n) or (n,) for mono. Stems are float32 and not clipped."""
-        with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+        is (channels, n), (n, channels) or (n,) for mono, float or integer PCM (scaled to +-1 by its
+        type's range). Stems are float32 and not clipped."""
+        with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
             path = as_file(source, Path(folder))
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
                 blocks = list(separate_stream(self.bag, song, self.settings, self.device))
@@ -59,12 +67,39 @@ def as_file(source: AudioSource, folder: Path) -> Path:
     if isinstance(source, (bytes, bytearray, memoryview)):
         path.write_bytes(source)
         return path
+    if not (isinstance(source, tuple) and len(source) == 2):
+        raise InputError(f"cannot separate a {type(source).__name__}: give a path, the bytes of an audio file, "
+                         "or a (samples, rate) pair")
     samples, rate = source
-    samples = np.asarray(samples, dtype=np.float32)
-    samples = samples[None] if samples.ndim == 1 else samples
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise InputError(f"the rate must be a positive whole number of Hz, got {rate!r}")
     path = path.with_suffix(".wav")
-    sf.write(path, samples.T, int(rate), subtype="FLOAT")
+    sf.write(path, channels_first(as_float(np.asarray(samples))).T, int(rate), subtype="FLOAT")
     return path
+
+
+def as_float(samples: np.ndarray) -> np.ndarray:
+    """float32 samples; integer PCM scaled from its type's range to +-1 (int16 by 1/32768)."""
+    if samples.dtype.kind in "iu":
+        half = 2.0 ** (8 * samples.dtype.itemsize - 1)
+        offset = half if samples.dtype.kind == "u" else 0.0
+        return ((samples.astype(np.float64) - offset) / half).astype(np.float32)
+    if samples.dtype.kind != "f":
+        raise InputError(f"samples must be float or integer PCM, not {samples.dtype}")
+    return samples.astype(np.float32, copy=False)
+
+
+def channels_first(samples: np.ndarray) -> np.ndarray:
+    """(channels, n) from (n,), (channels, n) or (n, channels): the channel axis is the one of at most
+    MAX_CHANNELS when the other is longer."""
+    if samples.ndim == 1:
+        return samples[None]
+    if samples.ndim == 2 and samples.shape[0] <= MAX_CHANNELS:
+        return samples
+    if samples.ndim == 2 and samples.shape[1] <= MAX_CHANNELS:
+        return samples.T
+    raise InputError(f"samples of shape {samples.shape}: expected (channels, n), (n, channels) or (n,), "
+                     f"with at most {MAX_CHANNELS} channels")
 
 
 def load_model(name: str | None = None, *, repo: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -73,11 +108,18 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     on `device` ("auto", "cpu", "cuda", "mps").
 
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
-    A precision that would run slower than float32 on `device` raises ValueError; "auto" picks the
+    A precision that would run slower than float32 on `device` raises SettingsError (a ValueError); "auto" picks the
     fastest there is (`.settings.precision` says which).
     """
+    unknown = sorted(set(settings) - SETTINGS)
+    if unknown:
+        raise SettingsError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(sorted(SETTINGS))}")
+    try:
+        device = resolve_device(device)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
-    return Separator(bag, resolve_device(device), replace(Settings(), **settings))
+    return Separator(bag, device, replace(Settings(), **settings))
 
 
 def _path(value: str | Path | None) -> Path | None:

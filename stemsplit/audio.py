@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
@@ -29,7 +28,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, OutputError, StemsplitError
+from .batch import partial_name, temporary_prefix
+from .errors import FfmpegError, InputError, OutputError
 
 # Extensions picked up when a folder is given. Video containers are left out on purpose:
 # they can still be separated when named explicitly.
@@ -42,7 +42,13 @@ FORMATS: dict[str, tuple[int, ...]] = {"wav": (16, 24, 32), "flac": (16, 24), "m
 CLIP_MODES = ("rescale", "clamp", "none")
 # ffmpeg muxer and encoder for each lossy format. Opus is absent: it only stores 48 kHz.
 LOSSY_CODECS = {"mp3": ("mp3", "libmp3lame"), "ogg": ("ogg", "libvorbis"), "m4a": ("ipod", "aac")}
-MP3_SAMPLE_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+# The rates each lossy encoder stores as they are (ffmpeg would silently resample to another one, or fail).
+LOSSY_SAMPLE_RATES = {
+    "mp3": frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000}),
+    "m4a": frozenset({7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000}),
+    "ogg": range(1, 192001),
+}
+VORBIS_QUALITY = 9  # Vorbis in quality mode (about 320 kbit/s at 44.1 kHz): a fixed bitrate fails at many rates
 TAG_KEYS = ("title", "artist", "album", "album_artist", "date", "genre", "track")
 # How soundfile names the tags it can store in wav and flac files.
 SOUNDFILE_TAGS = {"title": "title", "artist": "artist", "album": "album", "date": "date", "genre": "genre",
@@ -56,6 +62,10 @@ KAISER_BETA = 12.0
 ROLLOFF = 0.97
 RESAMPLE_CHUNK = 1 << 22  # samples gathered into frames at once per channel, to bound memory
 BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at 44.1 kHz)
+# ffmpeg 5.1 (Debian 12) decodes AAC in MP4 with the encoder's end padding (100352 frames for 100001)
+# and muxes AAC that newer versions decode short; 9.0 is exact both ways. Versions between are untested.
+EXACT_AAC_FFMPEG = (9, 0)
+FFMPEG_VARIABLE = "STEMSPLIT_FFMPEG"  # the ffmpeg binary to use, whatever its version
 RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
 
 
@@ -72,16 +82,54 @@ class AudioInfo:
 
 @cache
 def find_ffmpeg() -> tuple[str, str]:
-    """The ffmpeg binary to use and where it comes from: the system one first, else imageio-ffmpeg's."""
-    system = shutil.which("ffmpeg")
+    """The ffmpeg binary to use and, in words, which one it is: the one named by $STEMSPLIT_FFMPEG, else
+    the system's unless it is older than EXACT_AAC_FFMPEG and imageio-ffmpeg's can stand in, else that one."""
+    forced = os.environ.get(FFMPEG_VARIABLE)
+    if forced:
+        path = shutil.which(forced)
+        if path is None:
+            raise FfmpegError(f"{FFMPEG_VARIABLE}={forced} is not an executable file")
+        return path, f"ffmpeg {_ffmpeg_version(path)} from {FFMPEG_VARIABLE}"
+    system, bundled = shutil.which("ffmpeg"), _bundled_ffmpeg()
     if system:
-        return system, "system ffmpeg on PATH"
+        version = _ffmpeg_version(system)
+        if bundled is None or _version_number(version) >= EXACT_AAC_FFMPEG:
+            return system, f"system ffmpeg {version} on PATH"
+        path, origin = bundled
+        older = ".".join(map(str, EXACT_AAC_FFMPEG))
+        return path, f"{origin}, as the system's ffmpeg {version} is older than {older} (inexact AAC lengths)"
+    if bundled is None:
+        raise FfmpegError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package, "
+                          f"or name one in {FFMPEG_VARIABLE}")
+    return bundled
+
+
+def _bundled_ffmpeg() -> tuple[str, str] | None:
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe(), f"bundled with imageio-ffmpeg {imageio_ffmpeg.__version__}"
-    except (ImportError, RuntimeError) as exc:
-        raise StemsplitError(f"ffmpeg not found: install ffmpeg or the imageio-ffmpeg package ({exc})") from None
+        path = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+    return path, f"ffmpeg {_ffmpeg_version(path)} bundled with imageio-ffmpeg {imageio_ffmpeg.__version__}"
+
+
+def _ffmpeg_version(path: str) -> str:
+    """The version `path -version` reports ("5.1.9-0+deb12u1", "n9.0.2-17-g2a571b6068-20260930")."""
+    try:
+        result = subprocess.run([path, "-version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise FfmpegError(f"{path} does not run: {getattr(exc, 'strerror', None) or exc}") from None
+    found = re.match(rb"ffmpeg version (\S+)", result.stdout)
+    if result.returncode or not found:
+        raise FfmpegError(f"{path} does not run as ffmpeg (exit status {result.returncode})")
+    return found.group(1).decode(errors="replace")
+
+
+def _version_number(version: str) -> tuple[float, int]:
+    """(major, minor) of a release version; development builds ("N-112345-g...") count as the newest."""
+    found = re.match(r"n?(\d+)\.(\d+)", version)
+    return (int(found.group(1)), int(found.group(2))) if found else (math.inf, 0)
 
 
 def _ffmpeg_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:
@@ -128,7 +176,7 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
     notices = []
-    with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         work = Path(folder)
         name, path = _locate(source, work)
         decoded, tags = _decode(path, name, work, cancelled=cancelled)
@@ -177,7 +225,19 @@ def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
         raise InputError(f"{source}: no such file")
     if path.is_dir():
         raise InputError(f"{source} is a directory, not an audio file")
+    if not _utf8(str(path)):  # bytes of another encoding (Latin-1 archives): ffmpeg-python cannot take the name
+        link = work / "input"
+        link.symlink_to(path.resolve())
+        return str(source), link
     return str(source), path
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _decode(path: Path, name: str, work: Path, channels: int | None = None,
@@ -208,14 +268,17 @@ def _run_cancellable(command: list[str], cancelled: threading.Event | None) -> t
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
     with process:
-        while True:
-            try:
-                _, stderr = process.communicate(timeout=0.2)
-                return process.returncode, stderr
-            except subprocess.TimeoutExpired:
-                if cancelled is not None and cancelled.is_set():
-                    process.kill()
-                    raise Cancelled() from None
+        try:
+            while True:
+                try:
+                    _, stderr = process.communicate(timeout=0.2)
+                    return process.returncode, stderr
+                except subprocess.TimeoutExpired:
+                    if cancelled is not None and cancelled.is_set():
+                        raise Cancelled() from None
+        except BaseException:  # Ctrl-C, SIGTERM, cancelled: stop ffmpeg now rather than wait for it
+            process.kill()
+            raise
 
 
 def _wav_format(path: Path) -> tuple[int, int, int]:
@@ -366,13 +429,14 @@ def prevent_clipping(audio: np.ndarray, mode: str, peak: float) -> np.ndarray:
 
 
 def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
-    """Raise OutputError if `format` cannot store audio at `sample_rate` (or `bit_depth`)."""
+    """Raise OutputError if `format` cannot store `bit_depth`, InputError if it cannot store the input's
+    `sample_rate` (a failure of that input alone)."""
     if format not in FORMATS:
         raise OutputError(f"unknown output format {format!r}; choose from {', '.join(FORMATS)}")
     if FORMATS[format] and bit_depth not in FORMATS[format]:
         raise OutputError(f"{format} supports bit depths {', '.join(map(str, FORMATS[format]))}, not {bit_depth}")
-    if format == "mp3" and sample_rate not in MP3_SAMPLE_RATES:
-        raise OutputError(f"mp3 cannot store {sample_rate} Hz audio; use wav or flac")
+    if sample_rate not in LOSSY_SAMPLE_RATES.get(format, range(1, sample_rate + 1)):
+        raise InputError(f"{format} cannot store {sample_rate} Hz audio; use wav or flac")
 
 
 class StemWriters:
@@ -404,7 +468,8 @@ class StemWriters:
 @contextmanager
 def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
                       format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1) -> Iterator[StemWriters]:
+                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1,
+                      record: tuple[Path, str] | None = None) -> Iterator[StemWriters]:
     """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
 
     When the context exits normally each stem is resampled, clipped (its peak over the whole
@@ -412,13 +477,14 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
     only once all are written. On any failure, or an exception in the context's body (Ctrl-C
     included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
     lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them;
-    `jobs` stems are finished at once.
+    `jobs` stems are finished at once. `record` (path, text) is written last, once every stem is in place;
+    an earlier record at that path is removed before any stem is replaced.
     """
     if clip_mode not in CLIP_MODES:
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
     check_output(format, sample_rate, bit_depth)
     paths = [Path(path) for path in paths]
-    temporaries = {path: path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}" for path in paths}
+    temporaries = {path: _temporary(path) for path in paths}
     leftovers: list[Path] = []  # temporaries to remove unless they end up in place
     new_folders = sorted({folder for path in paths for folder in (path.parent, *path.parent.parents)
                           if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
@@ -445,11 +511,13 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
 
             leftovers.extend(temporaries.values())
             _run_all(finish, len(paths), jobs)
-        for path, temporary in temporaries.items():
-            try:
-                os.replace(temporary, path)
-            except OSError as exc:
-                raise _output_error(path, exc) from None
+        if record is not None:
+            record_temporary = _temporary(record[0])
+            leftovers.append(record_temporary)
+            _write_text(record_temporary, record[1])
+            temporaries[record[0]] = record_temporary
+            _unlink(record[0])
+        _rename_all(temporaries)
         renamed = True
     finally:
         for temporary in leftovers:
@@ -458,6 +526,42 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
             for folder in new_folders:  # deepest first: the folders made for stems that never came
                 with suppress(OSError):
                     folder.rmdir()
+
+
+def _temporary(path: Path) -> Path:
+    """A hidden temporary name beside `path`, short enough for any file system whatever `path`'s length."""
+    return partial_name(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise _output_error(path, exc) from None
+
+
+def _rename_all(temporaries: Mapping[Path, Path]) -> None:
+    """Rename each temporary to its path, in order; if one fails, those already renamed are removed too."""
+    placed = []
+    try:
+        for path, temporary in temporaries.items():
+            try:
+                os.replace(temporary, path)
+            except OSError as exc:
+                raise _output_error(path, exc) from None
+            placed.append(path)
+    except BaseException:
+        for path in placed:
+            with suppress(OSError):
+                path.unlink()
+        raise
 
 
 def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
@@ -530,7 +634,8 @@ def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path,
                       format: str, bit_depth: int, tags: dict[str, str]) -> None:
     subtype = "FLOAT" if bit_depth == 32 else f"PCM_{bit_depth}"
     try:
-        with sf.SoundFile(temporary, "w", sample_rate, channels, subtype, format=format.upper()) as file:
+        with sf.SoundFile(os.fsencode(temporary), "w", sample_rate, channels, subtype,  # bytes: any name
+                          format=format.upper()) as file:
             for key, value in tags.items():
                 if key in SOUNDFILE_TAGS:
                     setattr(file, SOUNDFILE_TAGS[key], value)
@@ -558,12 +663,23 @@ def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:
 def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
                    format: str, bitrate: int, tags: dict[str, str]) -> None:
     muxer, codec = LOSSY_CODECS[format]
-    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(tags.items())}
-    stream = ffmpeg.input("pipe:", f="f32le", ar=sample_rate, ac=channels).output(
-        f"file:{temporary}", f=muxer, acodec=codec, audio_bitrate=f"{bitrate}k", **metadata)
-    # ffmpeg's messages go to a file: a pipe read only at the end could fill up and stall it.
-    with tempfile.TemporaryFile() as log:
-        with subprocess.Popen(_ffmpeg_command(stream), stdin=subprocess.PIPE, stderr=log) as process:
+    quality = ["-q:a", str(VORBIS_QUALITY)] if format == "ogg" else ["-b:a", f"{bitrate}k"]
+    # Tags go through an ffmetadata file: on the command line a long one would exceed the system's limit.
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
+        metadata = Path(folder) / "metadata.txt"
+        metadata.write_text(_ffmetadata(tags), encoding="utf-8")
+        command = [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error",
+                   "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:",
+                   "-f", "ffmetadata", "-i", f"file:{metadata}", "-map", "0:a", "-map_metadata", "1",
+                   "-f", muxer, "-c:a", codec, *quality, "-y", f"file:{temporary}"]
+        _pipe_to_ffmpeg(command, blocks, path, Path(folder) / "log.txt")
+
+
+def _pipe_to_ffmpeg(command: list[str], blocks: Iterable[np.ndarray], path: Path, log_path: Path) -> None:
+    """Feed float `(channels, n)` blocks to ffmpeg's stdin; its messages go to a file (a pipe read only at
+    the end could fill up and stall it); a failure is an OutputError naming `path`."""
+    with open(log_path, "w+b") as log:
+        with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=log) as process:
             try:
                 for block in blocks:
                     process.stdin.write(np.ascontiguousarray(np.clip(block.T, -1, 1), dtype="<f4"))
@@ -576,6 +692,12 @@ def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sa
         if process.returncode:
             log.seek(0)
             raise OutputError(f"cannot write {path}: {_ffmpeg_reason(log.read())}")
+
+
+def _ffmetadata(tags: Mapping[str, str]) -> str:
+    """`tags` in ffmpeg's ffmetadata form, with `=`, `;`, `#`, `\\` and newlines escaped."""
+    escaped = {key: re.sub(r"([=;#\\\n])", r"\\\1", value) for key, value in tags.items()}
+    return ";FFMETADATA1\n" + "".join(f"{key}={value}\n" for key, value in escaped.items())
 
 
 def _append_raw(file: BinaryIO, block: np.ndarray) -> None:

@@ -24,6 +24,10 @@ import torch
 
 MAX_SHIFT_SECONDS = 0.5  # the reference's random time shifts are up to half a second
 DEFAULT_OVERLAP = 0.25
+# Every chunk costs a whole network call however short it is, and an overlap of x runs each sample
+# 1 / (1 - x) times: bounds that keep a run within about 10 times its default cost.
+MAX_OVERLAP = 0.9
+MIN_SEGMENT_FRACTION = 0.125  # of the network's own segment
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,12 @@ class CentredSegments:
         return weight / weight.max()
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
-        if settings.overlap is not None and not 0 <= settings.overlap < 1:
-            raise ValueError("overlap must be in [0, 1)")
-        if settings.segment is not None and not 0 < settings.segment <= self.segment:
-            raise ValueError(f"segment must be in (0, {float(self.segment):g}] seconds for this model")
+        if settings.overlap is not None and not 0 <= settings.overlap <= MAX_OVERLAP:
+            raise ValueError(f"overlap must be from 0 to {MAX_OVERLAP}, got {settings.overlap:g}")
+        shortest, longest = MIN_SEGMENT_FRACTION * float(self.segment), float(self.segment)
+        if settings.segment is not None and not shortest <= settings.segment <= longest:
+            raise ValueError(f"segment must be from {shortest:g} to {longest:g} seconds for this model, "
+                             f"got {settings.segment:g}")
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class AlignedChunks:
         if settings.overlap is not None:
             raise ValueError(f"overlap is for HT Demucs models; this model overlaps {self.num_overlap} chunks "
                              "as its configuration says")
-        shortest, longest = self.num_overlap / samplerate, self.chunk_size / samplerate
+        longest = self.chunk_size / samplerate
+        shortest = max(self.num_overlap / samplerate, MIN_SEGMENT_FRACTION * longest)
         if settings.segment is not None and not shortest <= settings.segment <= longest:
             raise ValueError(f"segment must be in [{shortest:.2g}, {longest:g}] seconds for this model")

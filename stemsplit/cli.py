@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import glob
+import io
 import json
+import os
 import shutil
 import signal
 import sys
@@ -14,19 +16,21 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import click
 
 from . import __version__
-from .errors import StemsplitError
+from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, remove_stale,
+                    safe_name, temporary_prefix, track_names, write_record)
+from .errors import OutputError, StemsplitError
 
 if TYPE_CHECKING:
     from .audio import Song
     from .bag import Bag
     from .separation import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_CLOSED_PIPE = 0, 1, 2, 130, 143, 141
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
 STEM_FILE_TEMPLATE = "{track}.{ext}"  # the default for --format stem: one file per song
 STEM_FILE = "stems"  # the {stem} field, and the output's name, of a stem file
@@ -41,9 +45,26 @@ class DefaultCommandGroup(click.Group):
     """`stemsplit song.mp3` runs `separate`; `stemsplit models` runs `models`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or args[0] not in self.commands:
+        if not args or args[0] not in (*self.commands, "--version"):
             args = ["separate", *args]
         return super().parse_args(ctx, args)
+
+    def main(self, *args, **kwargs):
+        """click's own run, with its errors given as `error: ...` lines and Ctrl-C at any point as exit 130."""
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # --help and --version come back here
+            sys.exit(code if isinstance(code, int) else EXIT_OK)
+        except click.UsageError as exc:
+            if exc.ctx is not None:
+                click.echo(exc.ctx.get_usage(), err=True)
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_USAGE)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted; no partial stems were left", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,23 +75,26 @@ def main() -> None:
 
 # Inputs and outputs
 
-def audio_inputs(inputs: tuple[str, ...]) -> list[str]:
+def audio_inputs(inputs: tuple[str, ...], out: Path | None = None) -> list[str]:
     """Files as given, glob patterns expanded, folders replaced by the audio files inside them
-    (recursively, sorted, hidden ones skipped)."""
+    (recursively, sorted, hidden ones and those in the output folder `out` skipped)."""
     from .audio import AUDIO_EXTENSIONS
+
+    def wanted(found: Path, root: Path) -> bool:
+        return (found.is_file() and found.suffix.lower() in AUDIO_EXTENSIONS
+                and not any(part.startswith(".") for part in found.relative_to(root).parts)
+                and not (out is not None and inside(found, out)))
 
     found: list[str] = []
     for item in inputs:
         path = Path(item)
         if item != "-" and not path.exists() and glob.has_magic(item):
-            found += audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+            matches = [p for p in audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
+                       if out is None or not inside(Path(p), out)]
+            found += matches or [item]  # a pattern that matches nothing is reported like a missing file
         elif item != "-" and path.is_dir():
-            inside = sorted(
-                str(p) for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-            found += inside or [item]  # a folder with no audio is reported as a failed input, not dropped
+            audio = sorted(str(p) for p in path.rglob("*") if wanted(p, path))
+            found += audio or [item]  # a folder with no audio is reported as a failed input, not dropped
         else:
             found.append(item)
     return found
@@ -88,21 +112,18 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return index, count
 
 
-def safe_name(name: str) -> str:
-    """A track name usable as one path component."""
-    cleaned = "".join("_" if ch in '/\\' or ord(ch) < 32 or ord(ch) == 127 else ch for ch in name)
-    cleaned = cleaned.strip().lstrip(".")
-    return cleaned or "track"
-
-
 def stem_paths(out: Path, template: str, input_name: str, model: str, stems: list[str],
-               ext: str) -> dict[str, Path]:
-    """Where each stem of one input goes; never outside `out`."""
+               ext: str, track: str | None = None) -> dict[str, Path]:
+    """Where each stem of one input goes; never outside `out`. Names too long for the file system are shortened."""
     source = Path(input_name)
-    track = safe_name(source.stem if input_name != "-" else "stdin")
+    track = track or safe_name(source.stem if input_name != "-" else "stdin")
     fields = {"track": track, "track_ext": safe_name(source.suffix.lstrip(".")), "model": model, "ext": ext}
     root = out.resolve()
     paths = {}
+    try:
+        fields["track"] = fit_track(template, {"stem": "", **fields}, stems)
+    except (KeyError, IndexError, ValueError):
+        pass  # reported below
     for stem in stems:
         try:
             relative = template.format(stem=stem, **fields)
@@ -169,17 +190,18 @@ def mix_stems(separated, stems_of_bag: list[str], names: list[str]) -> list:
     return stems
 
 
-def stems_present(paths: dict[str, Path]) -> bool:
-    """Whether every stem is already written (stems appear only once complete, by renaming)."""
-    return all(path.is_file() and path.stat().st_size > 0 for path in paths.values())
-
-
 def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
     title = tags.get("title")
     return {**tags, "title": f"{title} ({stem})" if title else stem}
 
 
 # Human output (stderr) and machine output (stdout)
+
+def printable(text: str) -> str:
+    """`text` with control characters and undecodable bytes of file names escaped (a newline in a name
+    must not start a line of its own, which could pass for an `error:` line)."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
 
 class Console:
     """Human output on stderr: a progress bar on a terminal, plain lines otherwise."""
@@ -193,14 +215,14 @@ class Console:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.rich.print(message, markup=False, soft_wrap=True)
+            self.rich.print(printable(message), markup=False, soft_wrap=True)
 
     def detail(self, message: str) -> None:
         if self.verbose:
             self.info(message)
 
     def error(self, message: str) -> None:
-        self.rich.print(f"error: {message}", markup=False, soft_wrap=True,
+        self.rich.print(f"error: {printable(message)}", markup=False, soft_wrap=True,
                         style="red" if self.interactive else None)
 
     def progress(self):
@@ -214,8 +236,8 @@ class Console:
 
         table = Table("input", "status", "audio", "time", "note", title="stemsplit summary")
         for r in results:
-            table.add_row(r.input, r.status, f"{r.duration:.1f} s" if r.duration else "",
-                          f"{r.seconds:.1f} s", r.error or "")
+            table.add_row(printable(r.input), r.status, f"{r.duration:.1f} s" if r.duration else "",
+                          f"{r.seconds:.1f} s", printable(r.error or ""))
         counts = {status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed")}
         if not self.quiet:
             self.rich.print(table)
@@ -232,7 +254,14 @@ class Result:
     error: str | None = None
 
     def json(self) -> str:
-        return json.dumps(self.__dict__, ensure_ascii=False)
+        """One JSON line; names holding bytes that are not UTF-8 are written as \\udcXX escapes, which
+        json.loads turns back into the str that os.fsencode turns back into those bytes."""
+        text = json.dumps(self.__dict__, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(self.__dict__)
+        return text
 
 
 # Separation
@@ -265,8 +294,9 @@ class ModelChoice:
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
 
 
-def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options, progress) -> None:
-    """Run the separation of an opened song and write its stems, all or nothing."""
+def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options,
+                  record: tuple[Path, str] | None, progress) -> None:
+    """Run the separation of an opened song and write its stems, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
     from .separation import separate_stream
 
@@ -277,14 +307,16 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
     if options.format == "stem":
         from .stemfile import write_stem_file
 
+        forget_record(record)
         write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
                         codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
                         tags=song.info.tags, jobs=options.jobs)
+        write_record(record)
     else:
         with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
                                source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
                                clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
-                               jobs=options.jobs) as writers:
+                               jobs=options.jobs, record=record) as writers:
             for block in blocks:
                 writers.write(mix_stems(block, bag.stems, names))
     progress.remove_task(task)
@@ -330,15 +362,82 @@ class Prefetcher:
 
 
 def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
-            progress, console: Console) -> Result:
+            identity: tuple[str, dict] | None, progress, console: Console) -> Result:
+    """Separate one input; `identity` (model, settings) is recorded beside its stems for --skip-existing."""
+    from .batch import file_digest
+
     started = time.perf_counter()
     stack, song = prefetch.open(index)
     with stack:
         for notice in song.info.notices:
             console.info(f"  note: {notice}")
-        separate_song(Path(input_name).name, song, bag, paths, options, progress)
+        record = None
+        if identity is not None and input_name != "-":
+            record = record_path(paths), record_text(file_digest(input_name), *identity, paths)
+        separate_song(Path(input_name).name, song, bag, paths, options, record, progress)
     return Result(input_name, "done", {stem: str(p) for stem, p in paths.items()},
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
+
+
+def input_failure(input_name: str, exc: Exception) -> str:
+    """The one-line message of an error that fails this input alone; other errors are raised again."""
+    if isinstance(exc, StemsplitError) and exc.exit_code == EXIT_FAILED:
+        return str(exc)
+    if isinstance(exc, RuntimeError):  # e.g. out of memory on a GPU
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (f"separating {input_name} failed: {reason}; try a shorter --segment, "
+                "--batch-size 1 or -d cpu")
+    raise exc
+
+
+class ClosedPipe(Exception):
+    """stdout's reader went away: the command ends quietly, as a tool killed by SIGPIPE would."""
+
+
+def write_stdout(source: BinaryIO) -> None:
+    """Copy `source` to stdout; a closed pipe raises ClosedPipe, any other failure an OutputError."""
+    try:
+        shutil.copyfileobj(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is left to flush at exit
+        raise ClosedPipe() from None
+    except OSError as exc:
+        raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def copy_to_stdout(path: Path) -> None:
+    with open(path, "rb") as stem:
+        write_stdout(stem)
+
+
+def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
+    """Inputs that must not be separated, with the reason: their stems would overwrite an input, or the
+    stems of an earlier input. Decided on the whole input list, so that every shard decides alike."""
+    sources = {Path(name).resolve(): name for name in plan if name != "-"}
+    owners: dict[Path, str] = {}  # stem path -> the first input writing it
+    refusals = {}
+    for name, paths in plan.items():
+        victims = [sources[p] for p in paths.values() if p in sources]
+        earlier = [owners[p] for p in paths.values() if p in owners]
+        if victims:
+            refusals[name] = (f"{name}: a stem would overwrite the input {victims[0]}; "
+                              "choose another --out or --filename")
+        elif earlier:
+            refusals[name] = (f"{name} would overwrite the stems of {earlier[0]}; "
+                              "use --filename (e.g. with {track_ext}) or separate runs")
+        for p in paths.values():
+            owners.setdefault(p, name)
+    return refusals
+
+
+def output_settings(options: Options, stems: list[str]) -> dict[str, object]:
+    """The settings that change the stems written, for their identity record."""
+    settings = options.settings
+    return {"shifts": settings.shifts, "overlap": settings.overlap, "segment": settings.segment,
+            "precision": settings.precision, "stems": stems, "format": options.format,
+            "bit_depth": options.bit_depth, "clip_mode": options.clip_mode, "other_method": options.other_method,
+            "stem_codec": options.stem_codec}
 
 
 def with_precision_chosen(options: Options, console: Console) -> Options:
@@ -362,7 +461,8 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     from .registry import load_bag
     from .separation import check_settings
 
-    files = list(dict.fromkeys(audio_inputs(inputs)))[shard[0]::shard[1]]
+    every_file = list(dict.fromkeys(audio_inputs(inputs, None if to_stdout else out)))
+    files = every_file[shard[0]::shard[1]]
     if not files:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if to_stdout and len(files) != 1:
@@ -372,29 +472,31 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     console.detail(f"device: {options.device}")
     options = with_precision_chosen(options, console)
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
-    names = pick_outputs(model_bag.stems, names_wanted, options.format)
+    try:
+        names = pick_outputs(model_bag.stems, names_wanted, options.format)
+    except click.BadParameter as exc:
+        exc.param_hint = "--stdout" if to_stdout else exc.param_hint
+        raise
     bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     try:
         check_settings(bag, options.settings, options.device)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    stdout_folder = tempfile.TemporaryDirectory(prefix="stemsplit-") if to_stdout else None
+    stdout_folder = tempfile.TemporaryDirectory(prefix=temporary_prefix()) if to_stdout else None
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
     ext = "stem.mp4" if options.format == "stem" else options.format
     if options.format == "stem" and template == DEFAULT_TEMPLATE:
         template = STEM_FILE_TEMPLATE
-    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext) for name in files}
-    owners: dict[Path, str] = {}  # stem path -> the first input writing it
-    clashes = {}  # input -> the earlier input whose stems it would overwrite
-    for name, paths in plan.items():
-        earlier = {owners[p] for p in paths.values() if p in owners}
-        if earlier:
-            clashes[name] = earlier.pop()
-        for p in paths.values():
-            owners.setdefault(p, name)
+    tracks = track_names(every_file)
+    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
+            for name in every_file}
+    refusals = refused_inputs(plan)
+    plan = {name: plan[name] for name in files}
+    remove_stale({path.parent for paths in plan.values() for path in paths.values()})
+    identity = (bag.identity, output_settings(options, names))
     todo = [name for name, paths in plan.items()
-            if name not in clashes and not (skip_existing and stems_present(paths))]
+            if name not in refusals and not (skip_existing and already_done(name, *identity, paths))]
     results: list[Result] = []
     prefetch = Prefetcher(todo, bag, options.jobs)
     try:
@@ -402,32 +504,29 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
             for position, (input_name, paths) in enumerate(plan.items(), 1):
                 if len(files) > 1:
                     console.info(f"[{position}/{len(files)}] {input_name}")
-                if input_name in clashes:
-                    message = (f"{input_name} would overwrite the stems of {clashes[input_name]}; "
-                               "use --filename (e.g. with {track_ext}) or separate runs")
-                    console.error(message)
-                    result = Result(input_name, "failed", error=message)
+                if input_name in refusals:
+                    console.error(refusals[input_name])
+                    result = Result(input_name, "failed", error=refusals[input_name])
                 elif input_name not in todo:
                     result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
                 else:
                     try:
+                        record = None if to_stdout else identity
                         result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
-                                         progress, console)
-                    except StemsplitError as exc:
-                        if exc.exit_code != EXIT_FAILED:
-                            raise
-                        console.error(str(exc))
-                        result = Result(input_name, "failed", error=str(exc))
+                                         record, progress, console)
+                    except (StemsplitError, RuntimeError) as exc:
+                        message = input_failure(input_name, exc)
+                        console.error(message)
+                        result = Result(input_name, "failed", error=message)
                 results.append(result)
                 if as_json:
                     click.echo(result.json())
-                if result.status == "done":
+                if result.status == "done" and not to_stdout:  # the folder would be a temporary one
                     first = paths[names[0]]
                     written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
                     console.info(f"  {written} ({result.seconds:.1f} s)")
         if to_stdout and results[0].status == "done":
-            with open(results[0].outputs[to_stdout], "rb") as stem:
-                shutil.copyfileobj(stem, sys.stdout.buffer)
+            copy_to_stdout(Path(results[0].outputs[to_stdout]))
     finally:
         prefetch.close()
         if stdout_folder:
@@ -504,12 +603,12 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
              two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
              skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
-    from .separation import Settings
-
     console = Console(quiet, verbose)
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
     if sum(map(bool, (two_stems, stems, to_stdout))) > 1:
         raise click.UsageError("use only one of --two-stems, --stems and --stdout")
+    if to_stdout is not None and not to_stdout.strip():
+        raise click.BadParameter("needs a stem name, e.g. vocals or no_vocals", param_hint="--stdout")
     if to_stdout and as_json:
         raise click.UsageError("--stdout and --json both write to stdout; use one")
     if audio_format == "flac" and bit_depth == "32":
@@ -519,10 +618,13 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     if to_stdout:
         audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
         stems = () if two_stems else (to_stdout,)
-    settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size, precision=precision)
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
+
+        settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
+                            precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
         options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,
@@ -538,6 +640,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     except Terminated:
         console.error("terminated; no partial stems were left")
         code = EXIT_TERMINATED
+    except ClosedPipe:
+        code = EXIT_CLOSED_PIPE
     sys.exit(code)
 
 
@@ -546,11 +650,19 @@ def models() -> None:
     """List the models in the catalogue: family, stems, licence, pinning and whether they are downloaded."""
     from .registry import default_model, is_cached, read_catalogue
 
-    default = default_model()
-    for name, info in read_catalogue().items():
-        click.echo(f"{name} (default)" if name == default else name)
-        click.echo(f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
-                   f"cached {'yes' if is_cached(info) else 'no'}")
-        click.echo(f"  stems: {', '.join(info.stems)}")
-        click.echo(f"  {info.description}")
+    try:
+        lines = []
+        default = default_model()
+        for name, info in read_catalogue().items():
+            lines += [f"{name} (default)" if name == default else name,
+                      f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
+                      f"cached {'yes' if is_cached(info) else 'no'}",
+                      f"  stems: {', '.join(info.stems)}",
+                      f"  {info.description}"]
+        write_stdout(io.BytesIO("".join(f"{line}\n" for line in lines).encode()))
+    except StemsplitError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except ClosedPipe:
+        sys.exit(EXIT_CLOSED_PIPE)
 

@@ -23,3 +23,15 @@ class OutputError(StemsplitError):
     """Stems cannot be written (unwritable folder, disk full, bad template)."""
 
     exit_code = 4
+
+
+class FfmpegError(StemsplitError):
+    """No usable ffmpeg: none found, or the one named does not run."""
+
+    exit_code = 5
+
+
+class SettingsError(StemsplitError, ValueError):
+    """A setting or argument has a value it cannot take; the message names the valid ones."""
+
+    exit_code = 2

@@ -12,11 +12,13 @@ import hashlib
 import json
 import os
 import re
+import socket
 from contextlib import suppress
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -37,6 +39,8 @@ RECORDS = "stemsplit-verified.json"  # in a model's cache folder: the SHA-256 of
 
 HTDEMUCS, BS_ROFORMER, MEL_BAND_ROFORMER, ENSEMBLE = "htdemucs", "bs_roformer", "mel_band_roformer", "ensemble"
 FAMILIES = (HTDEMUCS, BS_ROFORMER, MEL_BAND_ROFORMER, ENSEMBLE)
+HUB_PROBE_SECONDS = 3  # how long the Hub's host may take to accept a connection before a download
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
@@ -291,8 +295,16 @@ def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
     if sha256 is None:
         commit, sha256 = _verified_origin(info, file)
     path = _download(info, file, commit)
-    if sha256_of(path) != sha256:
-        _remove_cached(path)
+    try:
+        corrupt = sha256_of(path) != sha256
+        if corrupt:
+            _remove_cached(path)
+    except OSError as error:  # e.g. a read-only cache
+        raise ModelError(
+            f"{file.name} of model '{info.name}' in the cache is unreadable or corrupt and cannot be "
+            f"removed ({error.strerror or error}): delete {path} and run again"
+        ) from None
+    if corrupt:
         raise ModelError(
             f"{file.name} of model '{info.name}' was corrupt (sha256 mismatch); "
             "the bad file was removed, run again to re-download"
@@ -306,6 +318,7 @@ def _download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
+    _check_reachable(info, file, revision)
     try:
         return Path(hf_hub_download(info.repo, file.name, revision=revision, repo_type=info.repo_type,
                                     cache_dir=hub_cache(),
@@ -371,6 +384,20 @@ def _write_record(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -
         os.replace(temporary, path)
 
 
+def _check_reachable(info: ModelInfo, file: WeightFile, revision: str) -> None:
+    """Fail at once when a file to download is on a Hub that does not answer, rather than after
+    huggingface_hub's half a minute of retries. Behind a proxy the Hub's host is not probed."""
+    proxied = any(os.environ.get(name) for name in PROXY_VARIABLES)
+    if hub_offline() or proxied or (_repo_folder(info) / "snapshots" / revision / file.name).is_file():
+        return
+    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError:
+        raise _not_downloaded(info) from None
+
+
 def _remove_cached(pointer: Path) -> None:
     """Remove a cached file: the snapshot link and the blob it points to."""
     blob = pointer.resolve()
@@ -433,6 +460,8 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
         raise ModelError(f"{path} is not a valid bag file (it needs a `models:` list): {error!r}") from error
     if not signatures or not all(NAME_PATTERN.fullmatch(signature) for signature in signatures):
         raise ModelError(f"{path}: `models:` must list model signatures")
+    if segment is not None and segment <= 0:
+        raise ModelError(f"{path}: `segment:` must be a positive number of seconds, not {segment}")
     return signatures, weights, segment
 
 

@@ -36,6 +36,9 @@ class Settings:
     precision: str = "float32"  # or "auto" / "bfloat16" / "float16": faster where native (see precision.py)
 
 
+MAX_SHIFTS = 20  # each shift is a whole pass, held in memory alongside the others
+
+
 class Mix(Protocol):
     """A song at the bag's rate, readable window by window (see `audio.open_song`)."""
 
@@ -268,8 +271,8 @@ def resolve_device(name: str) -> str:
 
 
 def check_settings(bag: Bag, settings: Settings, device: str | torch.device) -> None:
-    if settings.shifts < 0:
-        raise ValueError("shifts must be >= 0")
+    if not 0 <= settings.shifts <= MAX_SHIFTS:
+        raise ValueError(f"shifts must be from 0 to {MAX_SHIFTS}, got {settings.shifts}")
     if settings.batch_size < 1:
         raise ValueError("batch size must be >= 1")
     choose(settings.precision, device)  # a precision slower than float32 here is refused

@@ -13,7 +13,6 @@ import math
 import os
 import struct
 import tempfile
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import ffmpeg
 import numpy as np
 import torch
 
+from .batch import partial_name, temporary_prefix
 from .audio import _ffmpeg_command, _ffmpeg_reason, _run_cancellable, open_stem_writers
 from .errors import OutputError
 
@@ -84,7 +84,7 @@ def write_stem_file(path: Path, song, blocks: Iterable[torch.Tensor], sources: S
         raise OutputError(f"alac stem files store 16 or 24 bits, not {bit_depth}")
     slots = slot_sources(sources)
     frames = stem_file_frames(song.info.frames, song.info.sample_rate)
-    with tempfile.TemporaryDirectory(prefix="stemsplit-") as folder:
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         tracks = [Path(folder) / f"{index}.wav" for index in range(1 + len(SLOTS))]
         with open_stem_writers(tracks, SAMPLE_RATE, frames=frames, source_rate=source_rate, format="wav",
                                bit_depth=32 if codec == "aac" else bit_depth, clip_mode=clip_mode,
@@ -100,7 +100,7 @@ def write_stem_file(path: Path, song, blocks: Iterable[torch.Tensor], sources: S
 
 def _mux(tracks: Sequence[Path], path: Path, codec: str, bit_depth: int, tags: dict[str, str]) -> None:
     """Encode the WAV `tracks` (mix first) into the stem file `path`, atomically."""
-    temporary = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+    temporary = partial_name(path)
     encoding = {"b:a": AAC_BITRATE} if codec == "aac" else {"sample_fmt": "s16p" if bit_depth == 16 else "s32p"}
     # Only the mix plays in players that know nothing of stems; the stems are disabled alternatives.
     dispositions = {f"disposition:a:{index}": "default" if index == 0 else "0" for index in range(len(tracks))}

@@ -50,7 +50,7 @@ def test_checkpoint_stems_match_the_oracle_and_null_against_the_mix(tmp_path, sm
     result = stemsplit("--checkpoint", checkpoint, "--config", config_path, song, "-o", tmp_path, *EXACT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "small1" / "song"
-    assert sorted(p.name for p in folder.iterdir()) == ["no_vocals.wav", "vocals.wav"]
+    assert sorted(p.name for p in folder.iterdir()) == [".vocals.wav.stemsplit.json", "no_vocals.wav", "vocals.wav"]
     mix = read(song)
     with torch.no_grad():
         expected = oracle_demix(oracle, torch.from_numpy(mix.T.copy()), config)
@@ -66,7 +66,8 @@ def test_stem_options_work_with_a_checkpoint(tmp_path, small, song):
     piped = subprocess.run([sys.executable, "-m", "stemsplit", *map(str, model), str(song), "--stdout", "vocals"],
                            cwd=tmp_path, capture_output=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert (full.returncode, only.returncode, piped.returncode) == (0, 0, 0), only.stderr + piped.stderr.decode()
-    assert [p.name for p in (tmp_path / "only" / "small1" / "song").iterdir()] == ["no_vocals.wav"]
+    assert sorted(p.name for p in (tmp_path / "only" / "small1" / "song").iterdir()) == [
+        ".no_vocals.wav.stemsplit.json", "no_vocals.wav"]
     full_folder = tmp_path / "full" / "small1" / "song"
     np.testing.assert_array_equal(read(tmp_path / "only" / "small1" / "song" / "no_vocals.wav"),
                                   read(full_folder / "no_vocals.wav"))

@@ -197,5 +197,7 @@ def test_roformer_settings_that_do_not_apply_are_refused(tmp_path):
         separate_tensor(bag, mix, Settings(shifts=1))
     with pytest.raises(ValueError, match="overlap is for HT Demucs models; this model overlaps 4 chunks"):
         separate_tensor(bag, mix, Settings(overlap=0.5))
-    with pytest.raises(ValueError, match=r"segment must be in \[9.1e-05, 1\] seconds"):
+    with pytest.raises(ValueError, match=r"segment must be in \[0.12, 1\] seconds"):  # 1/8 of the chunk at least
         separate_tensor(bag, mix, Settings(segment=2.0))
+    with pytest.raises(ValueError, match=r"segment must be in \[0.12, 1\] seconds"):
+        separate_tensor(bag, mix, Settings(segment=0.01))

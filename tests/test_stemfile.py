@@ -77,7 +77,8 @@ def test_aac_stem_file_has_ni_layout_lengths_and_manifest(tmp_path, repo):
     sf.write(song, tone(2.5, 48000), 48000, subtype="FLOAT")
     result = stemsplit(song, "-n", "tiny", "--repo", repo, "-o", tmp_path / "out", "--format", "stem", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert [p.name for p in (tmp_path / "out" / "tiny").iterdir()] == ["my song.stem.mp4"]
+    assert sorted(p.name for p in (tmp_path / "out" / "tiny").iterdir()) == [".my song.stem.mp4.stemsplit.json",
+                                                                             "my song.stem.mp4"]
     path = tmp_path / "out" / "tiny" / "my song.stem.mp4"
 
     described = streams(path)
@@ -169,7 +170,7 @@ def test_stem_files_refused_with_a_usage_error(tmp_path, repo, model, options, m
     result = stemsplit(song, "-n", model, "--repo", repo, "-o", tmp_path / "out", "--format", "stem", *options,
                        cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == f"Error: {message}"
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
     assert not (tmp_path / "out").exists()
 
 

@@ -1,0 +1,172 @@
+"""Planning a batch: the {track} name of each input, and the identity records that let
+`--skip-existing` skip only stems that provably came from this input, model and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+
+from .errors import OutputError
+
+RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
+NAME_MAX = 255  # bytes in one path component on common file systems
+DIGEST_CHUNK = 1 << 20
+# Temporary files and folders name the host and process that made them, so that a later run can tell
+# those of a killed run (same host, process gone) from those of a run still going, here or elsewhere.
+HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+PARTIAL_FILE = re.compile(r"^\..*\.partial-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.f32)?$")
+TEMPORARY_FOLDER = re.compile(r"^stemsplit-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
+
+
+def partial_name(path: Path) -> Path:
+    """A hidden temporary name beside `path`, short enough for any file system, naming this process."""
+    return path.parent / f".{path.name[:64]}.partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def temporary_prefix() -> str:
+    """The prefix of this process's temporary folders."""
+    return f"stemsplit-{HOST}-{os.getpid()}-"
+
+
+def remove_stale(folders: set[Path]) -> None:
+    """Remove the partial stems in `folders`, and our temporary folders in the temporary directory,
+    that runs killed on this host left behind (SIGKILL, power loss: no clean-up ran)."""
+    for folder in folders:
+        for entry in _entries(folder):
+            if PARTIAL_FILE.match(entry.name) and _abandoned(PARTIAL_FILE.match(entry.name)):
+                entry.unlink(missing_ok=True)
+    for entry in _entries(Path(tempfile.gettempdir())):
+        found = TEMPORARY_FOLDER.match(entry.name)
+        if found and _abandoned(found) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _abandoned(found: re.Match) -> bool:
+    if found["host"] != HOST:
+        return False
+    try:
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, someone else's
+        return False
+    return False
+
+
+def safe_name(name: str) -> str:
+    """A track name usable as one path component."""
+    cleaned = "".join("_" if ch in '/\\' or ord(ch) < 32 or ord(ch) == 127 else ch for ch in name)
+    cleaned = cleaned.strip().lstrip(".")
+    return cleaned or "track"
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never inside a character."""
+    return os.fsencode(text)[:max(limit, 0)].decode("utf-8", errors="ignore")
+
+
+def fit_track(template: str, fields: dict[str, str], stems: list[str]) -> str:
+    """The {track} field shortened so that no component of any stem's path exceeds NAME_MAX bytes."""
+    track = fields["track"]
+    for stem in stems:
+        parts = Path(template.format(**{**fields, "track": track, "stem": stem})).parts
+        excess = max(len(os.fsencode(part)) for part in parts) - NAME_MAX
+        if excess > 0:
+            track = truncate(track, len(os.fsencode(track)) - excess) or "track"
+    return track
+
+
+def track_names(files: list[str]) -> dict[str, str]:
+    """The {track} of each input: its file name without extension, sanitised. Inputs that would share
+    one (`a/song.wav`, `b/song.wav`) get their folder's name added, "song (a)", or where that is
+    shared too, a digest of the input as given. It depends only on the whole list, so shards agree."""
+    base = {name: safe_name(Path(name).stem if name != "-" else "stdin") for name in files}
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, track in base.items():
+        groups[track.casefold()].append(name)  # case-insensitive file systems would merge them
+    tracks = {}
+    for members in groups.values():
+        labels = [safe_name(Path(name).parent.name or "current folder") for name in members]
+        if len(members) > 1 and len({label.casefold() for label in labels}) < len(members):
+            labels = [hashlib.sha256(os.fsencode(name)).hexdigest()[:8] for name in members]
+        for name, label in zip(members, labels):
+            tracks[name] = base[name] if len(members) == 1 else f"{base[name]} ({label})"
+    return tracks
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` or lies under it (both compared resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def file_digest(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(DIGEST_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def forget_record(record: tuple[Path, str] | None) -> None:
+    """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
+    if record is not None:
+        try:
+            record[0].unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # nothing to forget; whether the place is writable is for the stems to find out
+        except OSError as exc:
+            raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
+
+
+def write_record(record: tuple[Path, str] | None) -> None:
+    """Write a record (path, text) atomically, once its stems are in place."""
+    if record is None:
+        return
+    path, text = record
+    temporary = partial_name(path)
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def record_path(paths: Mapping[str, Path]) -> Path:
+    first = next(iter(paths.values()))
+    return first.with_name(f".{truncate(first.name, NAME_MAX - len(RECORD_SUFFIX) - 1)}{RECORD_SUFFIX}")
+
+
+def record_text(input_digest: str, model: str, settings: Mapping[str, object], paths: Mapping[str, Path]) -> str:
+    """The identity record of stems: the input's SHA-256, the model's identity, the settings that change
+    the output, and each stem's file."""
+    return json.dumps({"input_sha256": input_digest, "model": model, "settings": dict(settings),
+                       "stems": {stem: path.name for stem, path in paths.items()}}, sort_keys=True) + "\n"
+
+
+def already_done(input_name: str, model: str, settings: Mapping[str, object], paths: Mapping[str, Path]) -> bool:
+    """Whether every stem is there with a record saying it came from this input, model and settings."""
+    if input_name == "-" or not all(path.is_file() and path.stat().st_size > 0 for path in paths.values()):
+        return False
+    try:
+        written = record_path(paths).read_text(encoding="utf-8")
+        return written == record_text(file_digest(input_name), model, settings, paths)
+    except (OSError, UnicodeDecodeError):
+        return False
