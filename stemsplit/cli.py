@@ -361,21 +361,28 @@ class Prefetcher:
                 stack.close()
 
 
-def process(index: int, input_name: str, prefetch: Prefetcher, bag, paths: dict[str, Path], options: Options,
-            identity: tuple[str, dict] | None, progress, console: Console) -> Result:
-    """Separate one input; `identity` (model, settings) is recorded beside its stems for --skip-existing."""
+@dataclass(frozen=True)
+class Job:
+    index: int  # among the inputs to separate
+    input_name: str
+    paths: dict[str, Path]
+    identity: tuple[str, dict] | None  # model and settings, recorded beside the stems; None: no record
+
+
+def process(job: Job, prefetch: Prefetcher, bag, options: Options, progress, console: Console) -> Result:
+    """Separate one input; its identity is recorded beside its stems for --skip-existing."""
     from .batch import file_digest
 
     started = time.perf_counter()
-    stack, song = prefetch.open(index)
+    stack, song = prefetch.open(job.index)
     with stack:
         for notice in song.info.notices:
             console.info(f"  note: {notice}")
         record = None
-        if identity is not None and input_name != "-":
-            record = record_path(paths), record_text(file_digest(input_name), *identity, paths)
-        separate_song(Path(input_name).name, song, bag, paths, options, record, progress)
-    return Result(input_name, "done", {stem: str(p) for stem, p in paths.items()},
+        if job.identity is not None and job.input_name != "-":
+            record = record_path(job.paths), record_text(file_digest(job.input_name), *job.identity, job.paths)
+        separate_song(Path(job.input_name).name, song, bag, job.paths, options, record, progress)
+    return Result(job.input_name, "done", {stem: str(p) for stem, p in job.paths.items()},
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
 
 
@@ -454,23 +461,12 @@ def with_precision_chosen(options: Options, console: Console) -> Options:
     return replace(options, settings=replace(options.settings, precision=choice.precision))
 
 
-def run(console: Console, inputs: tuple[str, ...], options: Options, model: ModelChoice,
-        out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
-        skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
-    from .audio import find_ffmpeg
+def load_for_run(console: Console, options: Options, model: ModelChoice,
+                 names_wanted: tuple[tuple[str, ...], str | None], to_stdout: str | None) -> tuple[Bag, list[str]]:
+    """The bag of the networks the outputs asked for need, and the names of those outputs."""
     from .registry import load_bag
     from .separation import check_settings
 
-    every_file = list(dict.fromkeys(audio_inputs(inputs, None if to_stdout else out)))
-    files = every_file[shard[0]::shard[1]]
-    if not files:
-        raise click.UsageError("no audio files to separate (check the inputs and --shard)")
-    if to_stdout and len(files) != 1:
-        raise click.UsageError("--stdout takes exactly one input")
-    ffmpeg_path, ffmpeg_origin = find_ffmpeg()
-    console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
-    console.detail(f"device: {options.device}")
-    options = with_precision_chosen(options, console)
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
     try:
         names = pick_outputs(model_bag.stems, names_wanted, options.format)
@@ -483,6 +479,35 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
         check_settings(bag, options.settings, options.device)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    return bag, names
+
+
+def attempt(job: Job, prefetch: Prefetcher, bag, options: Options, progress, console: Console) -> Result:
+    """Separate one input; its failure is its own, reported, and the batch goes on."""
+    try:
+        return process(job, prefetch, bag, options, progress, console)
+    except (StemsplitError, RuntimeError) as exc:
+        message = input_failure(job.input_name, exc)
+        console.error(message)
+        return Result(job.input_name, "failed", error=message)
+
+
+def run(console: Console, inputs: tuple[str, ...], options: Options, model: ModelChoice,
+        out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
+        skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
+    from .audio import find_ffmpeg
+
+    every_file = list(dict.fromkeys(audio_inputs(inputs, None if to_stdout else out)))
+    files = every_file[shard[0]::shard[1]]
+    if not files:
+        raise click.UsageError("no audio files to separate (check the inputs and --shard)")
+    if to_stdout and len(files) != 1:
+        raise click.UsageError("--stdout takes exactly one input")
+    ffmpeg_path, ffmpeg_origin = find_ffmpeg()
+    console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
+    console.detail(f"device: {options.device}")
+    options = with_precision_chosen(options, console)
+    bag, names = load_for_run(console, options, model, names_wanted, to_stdout)
     stdout_folder = tempfile.TemporaryDirectory(prefix=temporary_prefix()) if to_stdout else None
     model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
     ext = "stem.mp4" if options.format == "stem" else options.format
@@ -510,14 +535,8 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
                 elif input_name not in todo:
                     result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
                 else:
-                    try:
-                        record = None if to_stdout else identity
-                        result = process(todo.index(input_name), input_name, prefetch, bag, paths, options,
-                                         record, progress, console)
-                    except (StemsplitError, RuntimeError) as exc:
-                        message = input_failure(input_name, exc)
-                        console.error(message)
-                        result = Result(input_name, "failed", error=message)
+                    job = Job(todo.index(input_name), input_name, paths, None if to_stdout else identity)
+                    result = attempt(job, prefetch, bag, options, progress, console)
                 results.append(result)
                 if as_json:
                     click.echo(result.json())
