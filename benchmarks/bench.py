@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from stemsplit.registry import sha256_of
+from stemsplit.hub import sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "htdemucs"

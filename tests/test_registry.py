@@ -25,18 +25,16 @@ from hub_server import HubServer
 from oracle import perturbed_reference, safetensors_file
 from reference_configs import SMALL_KWARGS
 from stemsplit.errors import ModelError
+from stemsplit.hub import RECORDS, hub_cache, sha256_of
 from stemsplit.registry import (
-    RECORDS,
     ModelInfo,
     WeightFile,
     default_model,
     download_bag,
     find_model,
-    hub_cache,
     is_cached,
     load_bag,
     read_catalogue,
-    sha256_of,
 )
 from stemsplit.separation import separate_tensor
 
