@@ -202,6 +202,7 @@ def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device:
     total, done = sum(len(p.chunks) for member_passes in passes for p in member_passes), 0
     progress(done, total)
     emitted = 0
+    scales = bag.scales()
     with torch.inference_mode():
         for member in bag.members:
             member.network.to(device)
@@ -210,19 +211,21 @@ def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device:
             progress(done, total)
             ready = min(min(min(p.position() for p in member_passes) for member_passes in passes), mix.length)
             if ready > emitted:
-                yield mix_members(bag, passes, mix, emitted, ready)
+                yield mix_members(bag, scales, passes, mix, emitted, ready)
                 emitted = ready
 
 
-def mix_members(bag: Bag, passes: list[list[Pass]], mix: Mix, start: int, end: int) -> torch.Tensor:
+def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass]], mix: Mix, start: int,
+                end: int) -> torch.Tensor:
     """The bag's stems over song positions [start, end): each computed stem the weighted sum of its
-    networks' outputs, the residual the mix minus the computed stems."""
+    networks' outputs (`scales`: per member, its share of each stem), the residual the mix minus the
+    computed stems."""
     stems = torch.zeros(len(bag.stems), bag.audio_channels, end - start)
     index = {stem: position for position, stem in enumerate(bag.stems)}
-    for member_passes, scales in zip(passes, bag.scales()):
+    for member_passes, member_scales in zip(passes, scales):
         for p in member_passes:
             output = p.take(end)
-            for stem, scale in scales.items():
+            for stem, scale in member_scales.items():
                 stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(stem)]
     if bag.residual is not None:
         residual = index[bag.residual]
