@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from roformer_oracle import oracle_network, relative_error
 from stemsplit.checkpoint import load_network, read_config, read_state_dict
 from stemsplit.chunking import AlignedChunks
 from stemsplit.errors import ModelError
+from stemsplit.networks import layers
+from stemsplit.networks import roformer as roformer_module
 from stemsplit.networks.roformer import (BSRoformer, MelBandRoformer, RoformerConfig, mel_band_bins,
                                          roformer)
 
@@ -83,6 +86,41 @@ def test_small_networks_match_the_oracle(name):
     oracle, ours = network_pair(config)
     audio = mixture(config, HOP * 40)
     assert_matches(ours, oracle_output(oracle, config, audio), audio)
+
+
+@pytest.mark.parametrize("way", ["blocks-of-5-positions", "without-onednn"])
+@pytest.mark.parametrize("name", ["bs-deeper-transformers", "mel-stereo-1-stem"])
+def test_networks_match_the_oracle_however_the_cpu_runs_them(name, way, monkeypatch):
+    """Many small blocks of sequences through each transformer, or plain products where oneDNN
+    is missing, give the same output as the oracle."""
+    if way == "without-onednn":
+        monkeypatch.setattr(layers, "ONEDNN_LINEAR", None)
+    else:
+        monkeypatch.setattr(roformer_module, "CPU_POSITIONS_PER_BLOCK", 5)
+    config = SMALL_CONFIGS[name]
+    oracle, ours = network_pair(config)
+    audio = mixture(config, HOP * 40)
+    assert_matches(ours, oracle_output(oracle, config, audio), audio)
+
+
+@pytest.mark.parametrize("activation", ["none", "tanh", "gelu"])
+@pytest.mark.parametrize("way", ["onednn", "plain", "with-autograd", "bfloat16"])
+def test_a_linear_layer_is_its_product_and_activation(activation, way, monkeypatch):
+    if way == "onednn" and layers.ONEDNN_LINEAR is None:
+        pytest.skip("this torch has no oneDNN")
+    if way == "plain":
+        monkeypatch.setattr(layers, "ONEDNN_LINEAR", None)
+    torch.manual_seed(0)
+    layer = layers.Linear(48, 96)
+    x = torch.randn(3, 7, 64)[..., 8:56]  # not contiguous
+    product = x.double() @ layer.weight.double().T + layer.bias.double()
+    expected = {"none": product, "tanh": product.tanh(), "gelu": F.gelu(product)}[activation]
+    if way == "bfloat16":
+        layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
+    with torch.set_grad_enabled(way == "with-autograd"):
+        output = layer(x, activation)
+    assert output.shape == (3, 7, 96) and output.requires_grad == (way == "with-autograd")
+    assert relative_error(output.double(), expected) < (1e-2 if way == "bfloat16" else 1e-6)
 
 
 def test_output_has_the_input_length_when_it_is_not_a_multiple_of_the_hop():

@@ -1,1 +1,1 @@
-"""The separation networks, one module per family."""
+"""The separation networks, one module per family, and the layers they share (layers.py)."""
