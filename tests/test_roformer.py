@@ -103,8 +103,8 @@ def test_networks_match_the_oracle_however_the_cpu_runs_them(name, way, monkeypa
     assert_matches(ours, oracle_output(oracle, config, audio), audio)
 
 
-@pytest.mark.parametrize("activation", ["none", "tanh", "gelu"])
-@pytest.mark.parametrize("way", ["onednn", "plain", "with-autograd", "bfloat16"])
+@pytest.mark.parametrize("activation", ["none", "relu", "tanh", "gelu"])
+@pytest.mark.parametrize("way", ["onednn", "plain", "with-autograd", "bfloat16", "autocast-bfloat16"])
 def test_a_linear_layer_is_its_product_and_activation(activation, way, monkeypatch):
     if way == "onednn" and layers.ONEDNN_LINEAR is None:
         pytest.skip("this torch has no oneDNN")
@@ -114,13 +114,15 @@ def test_a_linear_layer_is_its_product_and_activation(activation, way, monkeypat
     layer = layers.Linear(48, 96)
     x = torch.randn(3, 7, 64)[..., 8:56]  # not contiguous
     product = x.double() @ layer.weight.double().T + layer.bias.double()
-    expected = {"none": product, "tanh": product.tanh(), "gelu": F.gelu(product)}[activation]
+    expected = {"none": product, "relu": product.relu(), "tanh": product.tanh(), "gelu": F.gelu(product)}[activation]
     if way == "bfloat16":
         layer, x = layer.to(torch.bfloat16), x.to(torch.bfloat16)
-    with torch.set_grad_enabled(way == "with-autograd"):
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=way == "autocast-bfloat16")
+    with torch.set_grad_enabled(way == "with-autograd"), autocast:
         output = layer(x, activation)
     assert output.shape == (3, 7, 96) and output.requires_grad == (way == "with-autograd")
-    assert relative_error(output.double(), expected) < (1e-2 if way == "bfloat16" else 1e-6)
+    assert output.dtype == (torch.bfloat16 if "bfloat16" in way else torch.float32)
+    assert relative_error(output.double(), expected) < (1e-2 if "bfloat16" in way else 1e-6)
 
 
 def test_output_has_the_input_length_when_it_is_not_a_multiple_of_the_hop():

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ..chunking import CentredSegments
 from ..errors import ModelError
+from .layers import Linear, linear
 
 
 def sin_embedding(length: int, dim: int, max_period: float, device: torch.device) -> Tensor:
@@ -274,17 +275,17 @@ class Attention(nn.Module):
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def forward(self, x: Tensor, memory: Tensor | None = None) -> Tensor:
         """Attend from `x` (B, T, C) to `memory` (B, S, C), or to `x` itself when None."""
         dim = x.shape[-1]
         if memory is None:
-            q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            q, k, v = linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         else:
-            q = F.linear(x, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
-            k, v = F.linear(memory, self.in_proj_weight[dim:], self.in_proj_bias[dim:]).chunk(2, dim=-1)
+            q = linear(x, self.in_proj_weight[:dim], self.in_proj_bias[:dim])
+            k, v = linear(memory, self.in_proj_weight[dim:], self.in_proj_bias[dim:]).chunk(2, dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
         out = attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).flatten(2))
@@ -296,18 +297,18 @@ class TransformerLayer(nn.Module):
     def __init__(self, dim: int, hidden: int, *, norm_first: bool, norm_out: bool, group_norm: bool,
                  layer_scale: bool, gelu: bool):
         super().__init__()
-        self.linear1 = nn.Linear(dim, hidden)
-        self.linear2 = nn.Linear(hidden, dim)
+        self.linear1 = Linear(dim, hidden)
+        self.linear2 = Linear(hidden, dim)
         self.norm1 = token_norm(dim, group_norm)
         self.norm2 = token_norm(dim, group_norm)
         self.norm_first = norm_first
         self.norm_out = TokenGroupNorm(dim) if norm_first and norm_out else None
         self.gamma_1 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else None
         self.gamma_2 = LayerScale(dim, 1e-4, channels_last=True) if layer_scale else None
-        self.activation = F.gelu if gelu else F.relu
+        self.activation = "gelu" if gelu else "relu"
 
     def feed_forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.activation(self.linear1(x)))
+        return self.linear2(self.linear1(x, self.activation))
 
     @staticmethod
     def residual(x: Tensor, branch: Tensor, gain: LayerScale | None) -> Tensor:

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from stemsplit.errors import ModelError
-from stemsplit.networks.layers import Linear
+from ..errors import ModelError
+from .layers import Linear
 
 ROTARY_THETA = 10000.0
 RMS_EPS = 1e-24  # only keeps an all-zero vector at zero, as normalising by max(norm, tiny) does
