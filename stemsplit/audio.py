@@ -132,12 +132,12 @@ def _version_number(version: str) -> tuple[float, int]:
     return (int(found.group(1)), int(found.group(2))) if found else (math.inf, 0)
 
 
-def _ffmpeg_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:
+def ffmpeg_command(stream: ffmpeg.nodes.OutputStream) -> list[str]:
     return stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error").overwrite_output().compile(
         cmd=find_ffmpeg()[0])
 
 
-def _ffmpeg_reason(stderr: bytes) -> str:
+def ffmpeg_reason(stderr: bytes) -> str:
     """What went wrong, from the last line ffmpeg printed ("Error opening input files: <reason>")."""
     lines = stderr.decode(errors="replace").strip().splitlines()
     return lines[-1].rsplit(": ", 1)[-1] if lines else "ffmpeg failed"
@@ -252,18 +252,18 @@ def _decode(path: Path, name: str, work: Path, channels: int | None = None,
     mixdown = {"ac": channels} if channels else {}
     wav = audio_stream.output(f"file:{decoded}", f="wav", acodec="pcm_f32le", rf64="auto", **mixdown)
     tags = audio_stream.output(f"file:{metadata}", f="ffmetadata", c="copy")
-    returncode, stderr = _run_cancellable(_ffmpeg_command(ffmpeg.merge_outputs(wav, tags)), cancelled)
+    returncode, stderr = run_cancellable(ffmpeg_command(ffmpeg.merge_outputs(wav, tags)), cancelled)
     if returncode:
         if b"matches no streams" in stderr:
             raise InputError(f"{name} has no audio stream")
-        reason = _ffmpeg_reason(stderr)
+        reason = ffmpeg_reason(stderr)
         if reason in (os.strerror(code) for code in DISK_FULL):
             raise _temporary_error(work, reason)
         raise InputError(f"cannot decode {name}: {reason}")
     return decoded, _parse_ffmetadata(metadata.read_text(encoding="utf-8", errors="replace"))
 
 
-def _run_cancellable(command: list[str], cancelled: threading.Event | None) -> tuple[int, bytes]:
+def run_cancellable(command: list[str], cancelled: threading.Event | None) -> tuple[int, bytes]:
     """Run `command` to its end, or kill it as soon as `cancelled` is set; its exit code and stderr."""
     process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -691,7 +691,7 @@ def _pipe_to_ffmpeg(command: list[str], blocks: Iterable[np.ndarray], path: Path
                 raise
         if process.returncode:
             log.seek(0)
-            raise OutputError(f"cannot write {path}: {_ffmpeg_reason(log.read())}")
+            raise OutputError(f"cannot write {path}: {ffmpeg_reason(log.read())}")
 
 
 def _ffmetadata(tags: Mapping[str, str]) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .batch import partial_name, temporary_prefix
-from .audio import _ffmpeg_command, _ffmpeg_reason, _run_cancellable, open_stem_writers
+from .audio import ffmpeg_command, ffmpeg_reason, run_cancellable, open_stem_writers
 from .errors import OutputError
 
 SAMPLE_RATE = 44100  # NI's stem format is 44.1 kHz only
@@ -106,16 +106,16 @@ def _mux(tracks: Sequence[Path], path: Path, codec: str, bit_depth: int, tags: d
     dispositions = {f"disposition:a:{index}": "default" if index == 0 else "0" for index in range(len(tracks))}
     metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(tags.items())}
     inputs = [ffmpeg.input(f"file:{track}")["a"] for track in tracks]
-    command = _ffmpeg_command(ffmpeg.output(*inputs, f"file:{temporary}", f="mp4", brand=MAJOR_BRAND,
+    command = ffmpeg_command(ffmpeg.output(*inputs, f"file:{temporary}", f="mp4", brand=MAJOR_BRAND,
                                             acodec=codec, **encoding, **dispositions, **metadata))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
     try:
-        returncode, stderr = _run_cancellable(command, None)
+        returncode, stderr = run_cancellable(command, None)
         if returncode:
-            raise OutputError(f"cannot write {path}: {_ffmpeg_reason(stderr)}")
+            raise OutputError(f"cannot write {path}: {ffmpeg_reason(stderr)}")
         add_stem_box(temporary, manifest())
         os.replace(temporary, path)
     except OSError as exc:
