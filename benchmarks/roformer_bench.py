@@ -96,7 +96,8 @@ def main() -> None:
     print(f"{args.config}, {args.seconds} s input, stemsplit {args.stemsplit_args or 'float32'}")
     print("| tool | wall s | s per s of audio | peak RSS MB | CPU s |\n| --- | --- | --- | --- | --- |")
     for name, run in (("stemsplit", ours), ("audio-separator", oracle)):
-        print(f"| {name} | {run.wall_s:.1f} | {run.wall_s / args.seconds:.3f} | {run.peak_rss_mb:.0f} | {run.cpu_s:.1f} |")
+        print(f"| {name} | {run.wall_s:.1f} | {run.wall_s / args.seconds:.3f} | {run.peak_rss_mb:.0f} "
+              f"| {run.cpu_s:.1f} |")
     print(f"ratio stemsplit/oracle: {ours.wall_s / oracle.wall_s:.2f} wall, {ours.cpu_s / oracle.cpu_s:.2f} CPU; "
           f"{target} SDR vs oracle {score:.1f} dB")
 

@@ -492,13 +492,54 @@ def attempt(job: Job, prefetch: Prefetcher, bag, options: Options, progress, con
         return Result(job.input_name, "failed", error=message)
 
 
-def run(console: Console, inputs: tuple[str, ...], options: Options, model: ModelChoice,
-        out: Path, template: str, names_wanted: tuple[tuple[str, ...], str | None], shard: tuple[int, int],
-        skip_existing: bool, as_json: bool, to_stdout: str | None) -> int:
+@dataclass(frozen=True)
+class Request:
+    """What to separate and where its stems go, as the command line says."""
+
+    inputs: tuple[str, ...]
+    out: Path
+    template: str
+    names_wanted: tuple[tuple[str, ...], str | None]  # --stems, --two-stems
+    shard: tuple[int, int]
+    skip_existing: bool
+    as_json: bool
+    to_stdout: str | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """This shard's inputs, in order, with the stem paths of each; which are refused and which to do."""
+
+    paths: dict[str, dict[str, Path]]
+    refusals: dict[str, str]
+    todo: list[str]
+    identity: tuple
+
+
+def plan_outputs(request: Request, every_file: list[str], files: list[str], bag, names: list[str],
+                 options: Options, model_out: Path) -> Plan:
+    ext = "stem.mp4" if options.format == "stem" else options.format
+    template = request.template
+    if options.format == "stem" and template == DEFAULT_TEMPLATE:
+        template = STEM_FILE_TEMPLATE
+    tracks = track_names(every_file)  # decided on every shard's inputs, so all shards agree
+    paths = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
+             for name in every_file}
+    refusals = refused_inputs(paths)
+    paths = {name: paths[name] for name in files}
+    remove_stale({path.parent for stems in paths.values() for path in stems.values()})
+    identity = (bag.identity, output_settings(options, names))
+    todo = [name for name, stems in paths.items()
+            if name not in refusals and not (request.skip_existing and already_done(name, *identity, stems))]
+    return Plan(paths, refusals, todo, identity)
+
+
+def run(console: Console, request: Request, options: Options, model: ModelChoice) -> int:
     from .audio import find_ffmpeg
 
-    every_file = list(dict.fromkeys(audio_inputs(inputs, None if to_stdout else out)))
-    files = every_file[shard[0]::shard[1]]
+    to_stdout = request.to_stdout
+    every_file = list(dict.fromkeys(audio_inputs(request.inputs, None if to_stdout else request.out)))
+    files = every_file[request.shard[0]::request.shard[1]]
     if not files:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if to_stdout and len(files) != 1:
@@ -507,43 +548,13 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
     console.detail(f"device: {options.device}")
     options = with_precision_chosen(options, console)
-    bag, names = load_for_run(console, options, model, names_wanted, to_stdout)
+    bag, names = load_for_run(console, options, model, request.names_wanted, to_stdout)
     stdout_folder = tempfile.TemporaryDirectory(prefix=temporary_prefix()) if to_stdout else None
-    model_out = Path(stdout_folder.name) if stdout_folder else out / safe_name(bag.name)
-    ext = "stem.mp4" if options.format == "stem" else options.format
-    if options.format == "stem" and template == DEFAULT_TEMPLATE:
-        template = STEM_FILE_TEMPLATE
-    tracks = track_names(every_file)
-    plan = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
-            for name in every_file}
-    refusals = refused_inputs(plan)
-    plan = {name: plan[name] for name in files}
-    remove_stale({path.parent for paths in plan.values() for path in paths.values()})
-    identity = (bag.identity, output_settings(options, names))
-    todo = [name for name, paths in plan.items()
-            if name not in refusals and not (skip_existing and already_done(name, *identity, paths))]
-    results: list[Result] = []
-    prefetch = Prefetcher(todo, bag, options.jobs)
+    model_out = Path(stdout_folder.name) if stdout_folder else request.out / safe_name(bag.name)
+    plan = plan_outputs(request, every_file, files, bag, names, options, model_out)
+    prefetch = Prefetcher(plan.todo, bag, options.jobs)
     try:
-        with console.progress() as progress:
-            for position, (input_name, paths) in enumerate(plan.items(), 1):
-                if len(files) > 1:
-                    console.info(f"[{position}/{len(files)}] {input_name}")
-                if input_name in refusals:
-                    console.error(refusals[input_name])
-                    result = Result(input_name, "failed", error=refusals[input_name])
-                elif input_name not in todo:
-                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
-                else:
-                    job = Job(todo.index(input_name), input_name, paths, None if to_stdout else identity)
-                    result = attempt(job, prefetch, bag, options, progress, console)
-                results.append(result)
-                if as_json:
-                    click.echo(result.json())
-                if result.status == "done" and not to_stdout:  # the folder would be a temporary one
-                    first = paths[names[0]]
-                    written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
-                    console.info(f"  {written} ({result.seconds:.1f} s)")
+        results = separate_planned(console, request, plan, prefetch, bag, names, options)
         if to_stdout and results[0].status == "done":
             copy_to_stdout(Path(results[0].outputs[to_stdout]))
     finally:
@@ -553,6 +564,33 @@ def run(console: Console, inputs: tuple[str, ...], options: Options, model: Mode
     if len(files) > 1:
         console.summary(results)
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
+
+
+def separate_planned(console: Console, request: Request, plan: Plan, prefetch: Prefetcher, bag,
+                     names: list[str], options: Options) -> list[Result]:
+    """Each planned input in turn: refused, skipped or separated, reported as it ends."""
+    results: list[Result] = []
+    with console.progress() as progress:
+        for position, (input_name, paths) in enumerate(plan.paths.items(), 1):
+            if len(plan.paths) > 1:
+                console.info(f"[{position}/{len(plan.paths)}] {input_name}")
+            if input_name in plan.refusals:
+                console.error(plan.refusals[input_name])
+                result = Result(input_name, "failed", error=plan.refusals[input_name])
+            elif input_name not in plan.todo:
+                result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
+            else:
+                identity = None if request.to_stdout else plan.identity
+                job = Job(plan.todo.index(input_name), input_name, paths, identity)
+                result = attempt(job, prefetch, bag, options, progress, console)
+            results.append(result)
+            if request.as_json:
+                click.echo(result.json())
+            if result.status == "done" and not request.to_stdout:  # the folder would be a temporary one
+                first = paths[names[0]]
+                written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
+                console.info(f"  {written} ({result.seconds:.1f} s)")
+    return results
 
 
 def device_for(name: str) -> str:
@@ -648,8 +686,9 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
         model.check()
         options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,
                           stem_codec)
-        code = run(console, inputs, options, model, out, filename, (stems, two_stems),
-                   parse_shard(shard), skip_existing, as_json, to_stdout)
+        request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, as_json,
+                          to_stdout)
+        code = run(console, request, options, model)
     except StemsplitError as exc:
         console.error(str(exc))
         code = exc.exit_code

@@ -134,8 +134,8 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
         parts = tuple(EnsemblePart(part["model"], tuple(part["stems"])) for part in entry.get("parts", ()))
         info = ModelInfo(name=name, family=entry["family"], description=entry["description"],
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
-                         revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files, config=entry.get("config"),
-                         parts=parts, residual=entry.get("residual"))
+                         revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
+                         config=entry.get("config"), parts=parts, residual=entry.get("residual"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _catalogue_problem(info)

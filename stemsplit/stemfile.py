@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import ffmpeg
-import numpy as np
 import torch
 
 from .batch import partial_name, temporary_prefix

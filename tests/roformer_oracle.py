@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,7 +61,7 @@ def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     return ((ours - reference).norm() / reference.norm()).item()
 
 
-def oracle_demix(network: torch.nn.Module, mix: torch.Tensor, config) -> dict[str, "np.ndarray"]:
+def oracle_demix(network: torch.nn.Module, mix: torch.Tensor, config) -> dict[str, np.ndarray]:
     """audio-separator's MDXC `demix` (its RoFormer branch) on `mix` with the oracle `network`, as its
     separator runs it for a `CheckpointConfig` (without its peak normalisation of the song)."""
     import logging

@@ -235,7 +235,8 @@ def test_real_configs_are_read_with_their_tuples_and_inference_settings():
     assert viperx.network.freqs_per_bands == (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
     assert (viperx.network.dim, viperx.network.depth, viperx.network.mask_estimator_depth) == (512, 12, 2)
     assert (viperx.dim_t, viperx.num_overlap, viperx.chunk_size) == (801, 4, 352800)
-    assert (viperx.instruments, viperx.sources) == (("vocals", "instrumental"), ("vocals",))  # lower case, as stems are named
+    # lower case, as stems are named
+    assert (viperx.instruments, viperx.sources) == (("vocals", "instrumental"), ("vocals",))
     kim = read_config(KIM_VOCALS)
     assert (kim.family, kim.network.num_bands, kim.network.stft_hop_length) == ("mel_band_roformer", 60, 441)
     assert (kim.dim_t, kim.num_overlap, kim.chunk_size, kim.sources) == (256, 2, 441 * 255, ("vocals",))

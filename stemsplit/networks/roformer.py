@@ -148,7 +148,8 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         inner = dim * FEED_FORWARD_EXPANSION
-        # The identity holds the place of the training-time dropout, keeping the checkpoints' numbering.
+        # The checkpoints number the layers as below; the GELU is applied fused into the first
+        # product, and the identity holds the place of the training-time dropout.
         self.net = nn.Sequential(RMSNorm(dim), Linear(dim, inner), nn.GELU(), nn.Identity(),
                                  Linear(inner, dim))
 
