@@ -209,14 +209,18 @@ def table(results: dict[int, dict], stems: list[str]) -> list[str]:
     return lines
 
 
-def measure(tool: str, cmd: list[str], repeat: int, log: Path) -> Run:
-    runs = []
+def measure(commands: dict[str, list[str]], repeat: int, log: Path) -> dict[str, Run]:
+    """Medians of each tool's runs, the tools alternated so that a busy spell of a shared machine
+    falls on both alike."""
+    runs: dict[str, list[Run]] = {tool: [] for tool in commands}
     for i in range(repeat):
-        runs.append(timed(cmd, log))
-        print(f"  {tool} run {i + 1}/{repeat}: {runs[-1].wall_s:.1f} s, {runs[-1].cpu_s:.1f} s CPU, "
-              f"{runs[-1].peak_rss_mb:.0f} MB", file=sys.stderr)
-    return Run(statistics.median(r.wall_s for r in runs), max(r.peak_rss_mb for r in runs),
-               statistics.median(r.cpu_s for r in runs))
+        for tool, cmd in commands.items():
+            runs[tool].append(timed(cmd, log))
+            print(f"  {tool} run {i + 1}/{repeat}: {runs[tool][-1].wall_s:.1f} s, {runs[tool][-1].cpu_s:.1f} s CPU, "
+                  f"{runs[tool][-1].peak_rss_mb:.0f} MB", file=sys.stderr)
+    return {tool: Run(statistics.median(r.wall_s for r in tool_runs), max(r.peak_rss_mb for r in tool_runs),
+                      statistics.median(r.cpu_s for r in tool_runs))
+            for tool, tool_runs in runs.items()}
 
 
 def folder_table(runs: dict[str, Run], songs: int) -> list[str]:
@@ -249,11 +253,9 @@ def main() -> None:
         for seconds in args.lengths:
             track = tmp / f"mix{seconds}s.wav"
             synthesise(track, seconds)
-            results[seconds] = {}
-            for tool in tools:
-                print(f"{seconds} s input:", file=sys.stderr)
-                cmd = command(tool, repo, [track], outs[tool], extra)
-                results[seconds][tool] = measure(tool, cmd, args.repeat, tmp / "log.txt")
+            print(f"{seconds} s input:", file=sys.stderr)
+            commands = {tool: command(tool, repo, [track], outs[tool], extra) for tool in tools}
+            results[seconds] = measure(commands, args.repeat, tmp / "log.txt")
             if len(tools) == 2:
                 results[seconds]["sdr"] = compare(outs, track)
             track.unlink()  # 60 min of stems is ~5 GB per tool
@@ -266,14 +268,13 @@ def main() -> None:
             tracks = [folder / f"song{i:02d}.wav" for i in range(args.folder)]
             for i, track in enumerate(tracks):
                 synthesise(track, SONG_SECONDS, offset=i * SONG_SECONDS)
-            for tool in tools:
-                print(f"folder of {args.folder} songs:", file=sys.stderr)
-                folder_runs[tool] = measure(tool, command(tool, repo, tracks, outs[tool], extra), 1,
-                                            tmp / "log.txt")
+            print(f"folder of {args.folder} songs:", file=sys.stderr)
+            folder_runs = measure({tool: command(tool, repo, tracks, outs[tool], extra) for tool in tools}, 1,
+                                  tmp / "log.txt")
     stems = sorted({s for row in results.values() for s in row.get("sdr", {})})
     report = [*header, f"Weights: {weights}. Settings: shifts 0, overlap 0.25, default segment, "
               f"CPU, float32 wav, no clipping; stemsplit extra args: `{args.stemsplit_args}`. "
-              f"Median of {args.repeat} warm runs.", "", f"Machine: {machine()}", "",
+              f"Median of {args.repeat} warm runs, the tools alternated.", "", f"Machine: {machine()}", "",
               *table(results, stems), "",
               "s/s: wall seconds per second of audio (start-up included); ratio: stemsplit/reference; "
               "peak RSS: largest process of the run; songs/h: 3-minute songs per hour at that "
