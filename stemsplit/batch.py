@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import OutputError
+from .hub import sha256_of
 
 RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
 NAME_MAX = 255  # bytes in one path component on common file systems
-DIGEST_CHUNK = 1 << 20
 # Temporary files and folders name the host and process that made them, so that a later run can tell
 # those of a killed run (same host, process gone) from those of a run still going, here or elsewhere.
 HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
@@ -116,14 +116,6 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def file_digest(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(DIGEST_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def forget_record(record: tuple[Path, str] | None) -> None:
     """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
     if record is not None:
@@ -167,6 +159,6 @@ def already_done(input_name: str, model: str, settings: Mapping[str, object], pa
         return False
     try:
         written = record_path(paths).read_text(encoding="utf-8")
-        return written == record_text(file_digest(input_name), model, settings, paths)
+        return written == record_text(sha256_of(Path(input_name)), model, settings, paths)
     except (OSError, UnicodeDecodeError):
         return False

@@ -24,6 +24,7 @@ from . import __version__
 from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, remove_stale,
                     safe_name, temporary_prefix, track_names, write_record)
 from .errors import OutputError, StemsplitError
+from .hub import sha256_of
 
 if TYPE_CHECKING:
     from .audio import Song
@@ -371,8 +372,6 @@ class Job:
 
 def process(job: Job, prefetch: Prefetcher, bag, options: Options, progress, console: Console) -> Result:
     """Separate one input; its identity is recorded beside its stems for --skip-existing."""
-    from .batch import file_digest
-
     started = time.perf_counter()
     stack, song = prefetch.open(job.index)
     with stack:
@@ -380,7 +379,8 @@ def process(job: Job, prefetch: Prefetcher, bag, options: Options, progress, con
             console.info(f"  note: {notice}")
         record = None
         if job.identity is not None and job.input_name != "-":
-            record = record_path(job.paths), record_text(file_digest(job.input_name), *job.identity, job.paths)
+            record = record_path(job.paths), record_text(sha256_of(Path(job.input_name)), *job.identity,
+                                                          job.paths)
         separate_song(Path(job.input_name).name, song, bag, job.paths, options, record, progress)
     return Result(job.input_name, "done", {stem: str(p) for stem, p in job.paths.items()},
                   song.info.frames / song.info.sample_rate, time.perf_counter() - started)
@@ -570,6 +570,7 @@ def separate_planned(console: Console, request: Request, plan: Plan, prefetch: P
                      names: list[str], options: Options) -> list[Result]:
     """Each planned input in turn: refused, skipped or separated, reported as it ends."""
     results: list[Result] = []
+    todo_index = {name: index for index, name in enumerate(plan.todo)}  # a library can hold 100 000 inputs
     with console.progress() as progress:
         for position, (input_name, paths) in enumerate(plan.paths.items(), 1):
             if len(plan.paths) > 1:
@@ -577,11 +578,11 @@ def separate_planned(console: Console, request: Request, plan: Plan, prefetch: P
             if input_name in plan.refusals:
                 console.error(plan.refusals[input_name])
                 result = Result(input_name, "failed", error=plan.refusals[input_name])
-            elif input_name not in plan.todo:
+            elif input_name not in todo_index:
                 result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
             else:
                 identity = None if request.to_stdout else plan.identity
-                job = Job(plan.todo.index(input_name), input_name, paths, identity)
+                job = Job(todo_index[input_name], input_name, paths, identity)
                 result = attempt(job, prefetch, bag, options, progress, console)
             results.append(result)
             if request.as_json:
