@@ -484,7 +484,7 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
         raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
     check_output(format, sample_rate, bit_depth)
     paths = [Path(path) for path in paths]
-    temporaries = {path: _temporary(path) for path in paths}
+    temporaries = {path: partial_name(path) for path in paths}
     leftovers: list[Path] = []  # temporaries to remove unless they end up in place
     new_folders = sorted({folder for path in paths for folder in (path.parent, *path.parent.parents)
                           if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
@@ -512,7 +512,7 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
             leftovers.extend(temporaries.values())
             _run_all(finish, len(paths), jobs)
         if record is not None:
-            record_temporary = _temporary(record[0])
+            record_temporary = partial_name(record[0])
             leftovers.append(record_temporary)
             _write_text(record_temporary, record[1])
             temporaries[record[0]] = record_temporary
@@ -526,11 +526,6 @@ def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, s
             for folder in new_folders:  # deepest first: the folders made for stems that never came
                 with suppress(OSError):
                     folder.rmdir()
-
-
-def _temporary(path: Path) -> Path:
-    """A hidden temporary name beside `path`, short enough for any file system whatever `path`'s length."""
-    return partial_name(path)
 
 
 def _write_text(path: Path, text: str) -> None:
