@@ -97,10 +97,11 @@ def test_matches_spleeter_with_random_weights(stems, seconds, tmp_path):
         masks = whole_song_masks(network, torch.from_numpy(mix))
     for index, instrument in enumerate(network.sources):
         reference = torch.from_numpy(arrays[f"stem/{instrument}"]).T
-        assert ours.shape[1:] == reference.shape
-        assert relative_error(ours[index], reference) < 1e-4, instrument
         mask = torch.from_numpy(arrays[f"mask/{instrument}"])  # (frames, bins, channels)
-        assert relative_error(masks[index].permute(2, 1, 0), mask) < 1e-4, instrument
+        assert ours.shape[1:] == reference.shape
+        errors = relative_error(ours[index], reference), relative_error(masks[index].permute(2, 1, 0), mask)
+        print(f"{stems}stems {instrument}: relative error of the stem {errors[0]:.2e}, of the mask {errors[1]:.2e}")
+        assert max(errors) < 1e-4, instrument
 
 
 def whole_song_masks(network: Spleeter, mix: torch.Tensor) -> torch.Tensor:
