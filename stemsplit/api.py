@@ -10,9 +10,9 @@ from typing import NamedTuple, Union
 import numpy as np
 import soundfile as sf
 
-from .batch import temporary_prefix
 from .audio import open_song, to_input_rate
 from .bag import Bag
+from .files import temporary_prefix
 from .precision import choose
 from .registry import load_bag
 from .errors import InputError, SettingsError

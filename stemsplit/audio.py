@@ -28,8 +28,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from .batch import partial_name, temporary_prefix
 from .errors import FfmpegError, InputError, OutputError
+from .files import partial_name, temporary_prefix
 
 # Extensions picked up when a folder is given. Video containers are left out on purpose:
 # they can still be separated when named explicitly.

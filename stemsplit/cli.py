@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from . import __version__
-from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, remove_stale,
-                    safe_name, temporary_prefix, track_names, write_record)
+from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, safe_name,
+                    track_names, write_record)
 from .errors import OutputError, StemsplitError
-from .hub import sha256_of
+from .files import remove_stale, sha256_of, temporary_prefix
 
 if TYPE_CHECKING:
     from .audio import Song

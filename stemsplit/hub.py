@@ -3,7 +3,6 @@ Hub's own for unpinned files (then recorded in the cache), and clear errors when
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .errors import ModelError
+from .files import sha256_of
 
 if TYPE_CHECKING:
     from .registry import ModelInfo, WeightFile
@@ -179,10 +179,3 @@ def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
 
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -19,9 +19,9 @@ from pathlib import Path
 import ffmpeg
 import torch
 
-from .batch import partial_name, temporary_prefix
-from .audio import ffmpeg_command, ffmpeg_reason, run_cancellable, open_stem_writers
+from .audio import ffmpeg_command, ffmpeg_reason, open_stem_writers, run_cancellable
 from .errors import OutputError
+from .files import partial_name, temporary_prefix
 
 SAMPLE_RATE = 44100  # NI's stem format is 44.1 kHz only
 SLOTS = ("drums", "bass", "other", "vocals")  # NI's order of the stems after the mix
