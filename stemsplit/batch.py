@@ -10,8 +10,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import OutputError
-from .files import partial_name, sha256_of
+from .files import sha256_of
 
 RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
 NAME_MAX = 255  # bytes in one path component on common file systems
@@ -62,31 +61,6 @@ def inside(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies under it (both compared resolved)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
-
-
-def forget_record(record: tuple[Path, str] | None) -> None:
-    """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
-    if record is not None:
-        try:
-            record[0].unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # nothing to forget; whether the place is writable is for the stems to find out
-        except OSError as exc:
-            raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
-
-
-def write_record(record: tuple[Path, str] | None) -> None:
-    """Write a record (path, text) atomically, once its stems are in place."""
-    if record is None:
-        return
-    path, text = record
-    temporary = partial_name(path)
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def record_path(paths: Mapping[str, Path]) -> Path:

@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, BinaryIO
 import click
 
 from . import __version__
-from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, safe_name,
-                    track_names, write_record)
+from .batch import already_done, fit_track, inside, record_path, record_text, safe_name, track_names
 from .errors import OutputError, StemsplitError
 from .files import remove_stale, sha256_of, temporary_prefix
 
 if TYPE_CHECKING:
-    from .audio import Song
+    from .audio import Encoding, Song
     from .bag import Bag
     from .separation import Settings
 
@@ -271,12 +270,9 @@ class Result:
 class Options:
     settings: Settings
     device: str
-    format: str
-    bit_depth: int
-    clip_mode: str
+    encoding: Encoding  # its rate, channels and tags are each song's
     jobs: int
     other_method: str
-    stem_codec: str = "aac"
 
 
 @dataclass(frozen=True)
@@ -297,7 +293,7 @@ class ModelChoice:
 
 def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options,
                   record: tuple[Path, str] | None, progress) -> None:
-    """Run the separation of an opened song and write its stems, all or nothing, and then its `record`."""
+    """Run the separation of an opened song and publish its outputs, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
     from .separation import separate_stream
 
@@ -305,19 +301,15 @@ def separate_song(title: str, song, bag, paths: dict[str, Path], options: Option
     task = progress.add_task(title, total=None)
     blocks = separate_stream(bag, song, options.settings, options.device,
                              progress=lambda done, total: progress.update(task, completed=done, total=total))
-    if options.format == "stem":
+    encoding = replace(options.encoding, rate=song.info.sample_rate, channels=song.channels, tags=song.info.tags)
+    if encoding.format == "stem":
         from .stemfile import write_stem_file
 
-        forget_record(record)
-        write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
-                        codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
-                        tags=song.info.tags, jobs=options.jobs)
-        write_record(record)
+        write_stem_file(paths[STEM_FILE], song, blocks, bag, encoding, jobs=options.jobs, record=record)
     else:
-        with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
-                               source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                               clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
-                               jobs=options.jobs, record=record) as writers:
+        outputs = {path: replace(encoding, tags=stem_tags(song.info.tags, name)) for name, path in paths.items()}
+        with open_stem_writers(outputs, frames=song.info.frames, source_rate=bag.samplerate, jobs=options.jobs,
+                               record=record) as writers:
             for block in blocks:
                 writers.write(mix_stems(block, bag.stems, names))
     progress.remove_task(task)
@@ -442,9 +434,9 @@ def output_settings(options: Options, stems: list[str]) -> dict[str, object]:
     """The settings that change the stems written, for their identity record."""
     settings = options.settings
     return {"shifts": settings.shifts, "overlap": settings.overlap, "segment": settings.segment,
-            "precision": settings.precision, "stems": stems, "format": options.format,
-            "bit_depth": options.bit_depth, "clip_mode": options.clip_mode, "other_method": options.other_method,
-            "stem_codec": options.stem_codec}
+            "precision": settings.precision, "stems": stems, "format": options.encoding.format,
+            "bit_depth": options.encoding.bit_depth, "clip_mode": options.encoding.clip_mode,
+            "other_method": options.other_method, "stem_codec": options.encoding.stem_codec}
 
 
 def with_precision_chosen(options: Options, console: Console) -> Options:
@@ -469,11 +461,11 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
 
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
     try:
-        names = pick_outputs(model_bag.stems, names_wanted, options.format)
+        names = pick_outputs(model_bag.stems, names_wanted, options.encoding.format)
     except click.BadParameter as exc:
         exc.param_hint = "--stdout" if to_stdout else exc.param_hint
         raise
-    bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
+    bag = model_bag if options.encoding.format == "stem" else bag_for(model_bag, names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     try:
         check_settings(bag, options.settings, options.device)
@@ -518,9 +510,9 @@ class Plan:
 
 def plan_outputs(request: Request, every_file: list[str], files: list[str], bag, names: list[str],
                  options: Options, model_out: Path) -> Plan:
-    ext = "stem.mp4" if options.format == "stem" else options.format
+    ext = "stem.mp4" if options.encoding.format == "stem" else options.encoding.format
     template = request.template
-    if options.format == "stem" and template == DEFAULT_TEMPLATE:
+    if options.encoding.format == "stem" and template == DEFAULT_TEMPLATE:
         template = STEM_FILE_TEMPLATE
     tracks = track_names(every_file)  # decided on every shard's inputs, so all shards agree
     paths = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
@@ -679,14 +671,15 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        from .audio import Encoding
         from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
 
         settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
                             precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
-        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,
-                          stem_codec)
+        encoding = Encoding(format=audio_format, bit_depth=int(bit_depth), clip_mode=clip_mode, stem_codec=stem_codec)
+        options = Options(settings, device_for(device), encoding, jobs, other_method)
         request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, as_json,
                           to_stdout)
         code = run(console, request, options, model)
