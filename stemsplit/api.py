@@ -12,8 +12,8 @@ import soundfile as sf
 
 from .audio import open_song, to_input_rate
 from .bag import OTHER_METHODS, Bag, output_names, pick_outputs
-from .batch import temporary_prefix
 from .errors import InputError, SettingsError
+from .files import temporary_prefix
 from .registry import load_bag
 from .separation import Decided, Settings, decide, resolve_device, separate_stream
 

@@ -8,68 +8,16 @@ import glob
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
-import tempfile
-import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OutputError, SettingsError
+from .errors import SettingsError
 from .files import sha256_of
 
 RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
 NAME_MAX = 255  # bytes in one path component on common file systems
-# Temporary files and folders name the host and process that made them, so that a later run can tell
-# those of a killed run (same host, process gone) from those of a run still going, here or elsewhere.
-HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-PARTIAL_FILE = re.compile(r"^\..*\.partial-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.f32)?$")
-TEMPORARY_FOLDER = re.compile(r"^stemsplit-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
-
-
-def partial_name(path: Path) -> Path:
-    """A hidden temporary name beside `path`, short enough for any file system, naming this process."""
-    return path.parent / f".{path.name[:64]}.partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def temporary_prefix() -> str:
-    """The prefix of this process's temporary folders."""
-    return f"stemsplit-{HOST}-{os.getpid()}-"
-
-
-def remove_stale(folders: set[Path]) -> None:
-    """Remove the partial stems in `folders`, and our temporary folders in the temporary directory,
-    that runs killed on this host left behind (SIGKILL, power loss: no clean-up ran)."""
-    for folder in folders:
-        for entry in _entries(folder):
-            if PARTIAL_FILE.match(entry.name) and _abandoned(PARTIAL_FILE.match(entry.name)):
-                entry.unlink(missing_ok=True)
-    for entry in _entries(Path(tempfile.gettempdir())):
-        found = TEMPORARY_FOLDER.match(entry.name)
-        if found and _abandoned(found) and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except OSError:
-        return []
-
-
-def _abandoned(found: re.Match) -> bool:
-    if found["host"] != HOST:
-        return False
-    try:
-        os.kill(int(found["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, someone else's
-        return False
-    return False
 
 
 def safe_name(name: str) -> str:
@@ -117,31 +65,6 @@ def inside(path: Path, folder: Path) -> bool:
     """Whether `path` is `folder` or lies under it (both compared resolved)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
-
-
-def forget_record(record: tuple[Path, str] | None) -> None:
-    """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
-    if record is not None:
-        try:
-            record[0].unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # nothing to forget; whether the place is writable is for the stems to find out
-        except OSError as exc:
-            raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
-
-
-def write_record(record: tuple[Path, str] | None) -> None:
-    """Write a record (path, text) atomically, once its stems are in place."""
-    if record is None:
-        return
-    path, text = record
-    temporary = partial_name(path)
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def record_path(paths: Mapping[str, Path]) -> Path:

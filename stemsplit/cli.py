@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .errors import OutputError, SettingsError, StemsplitError
-from .batch import temporary_prefix
+from .files import temporary_prefix
 from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
@@ -203,11 +203,11 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
 
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
     try:
-        names = pick_outputs(model_bag.stems, names_wanted, options.format)
+        names = pick_outputs(model_bag.stems, names_wanted, options.encoding.format)
     except click.BadParameter as exc:
         exc.param_hint = "--stdout" if to_stdout else exc.param_hint
         raise
-    bag = model_bag if options.format == "stem" else model_bag.for_outputs(names, options.other_method)
+    bag = model_bag if options.encoding.format == "stem" else model_bag.for_outputs(names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
     options.decided.check(bag)
     return bag, names
@@ -344,14 +344,15 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        from .audio import Encoding
         from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
 
         settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
                             precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
-        options = Options(decide_settings(console, settings, device), audio_format, int(bit_depth), clip_mode, jobs,
-                          other_method, stem_codec)
+        encoding = Encoding(format=audio_format, bit_depth=int(bit_depth), clip_mode=clip_mode, stem_codec=stem_codec)
+        options = Options(decide_settings(console, settings, device), encoding, jobs, other_method)
         request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, to_stdout)
         code = run(console, request, options, model)
     except SettingsError as exc:

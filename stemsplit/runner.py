@@ -8,18 +8,17 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .bag import pick_outputs
-from .batch import (Inputs, already_done, forget_record, record_path, record_text, refused_inputs, remove_stale,
-                    safe_name, stem_paths, track_names, write_record)
+from .batch import Inputs, already_done, record_path, record_text, refused_inputs, safe_name, stem_paths, track_names
 from .errors import StemsplitError
-from .files import sha256_of
+from .files import remove_stale, sha256_of
 
 if TYPE_CHECKING:
-    from .audio import Song
+    from .audio import Encoding, Song
     from .bag import Bag
     from .separation import Decided
 
@@ -65,12 +64,9 @@ class Options:
     """How each input is separated and written."""
 
     decided: Decided
-    format: str
-    bit_depth: int
-    clip_mode: str
+    encoding: Encoding  # its rate, channels and tags are each song's
     jobs: int
     other_method: str
-    stem_codec: str = "aac"
 
 
 @dataclass(frozen=True)
@@ -100,9 +96,9 @@ class Plan:
 
 def plan_outputs(request: Request, inputs: Inputs, bag: Bag, names: list[str], options: Options,
                  model_out: Path) -> Plan:
-    ext = "stem.mp4" if options.format == "stem" else options.format
+    ext = "stem.mp4" if options.encoding.format == "stem" else options.encoding.format
     template = request.template
-    if options.format == "stem" and template == DEFAULT_TEMPLATE:
+    if options.encoding.format == "stem" and template == DEFAULT_TEMPLATE:
         template = STEM_FILE_TEMPLATE
     files = shard_of(inputs.names, request.shard)
     tracks = track_names(inputs.names)  # decided on every shard's inputs, so all shards agree
@@ -126,9 +122,9 @@ def output_settings(options: Options, stems: list[str]) -> dict[str, object]:
     """The settings that change the stems written, for their identity record."""
     settings = options.decided.settings
     return {"shifts": settings.shifts, "overlap": settings.overlap, "segment": settings.segment,
-            "precision": settings.precision, "stems": stems, "format": options.format,
-            "bit_depth": options.bit_depth, "clip_mode": options.clip_mode, "other_method": options.other_method,
-            "stem_codec": options.stem_codec}
+            "precision": settings.precision, "stems": stems, "format": options.encoding.format,
+            "bit_depth": options.encoding.bit_depth, "clip_mode": options.encoding.clip_mode,
+            "other_method": options.other_method, "stem_codec": options.encoding.stem_codec}
 
 
 # Decoding ahead
@@ -189,7 +185,7 @@ def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
 
 def separate_song(title: str, song: Song, bag: Bag, paths: dict[str, Path], options: Options,
                   record: tuple[Path, str] | None, progress: Any) -> None:
-    """Run the separation of an opened song and write its outputs, all or nothing, and then its `record`."""
+    """Run the separation of an opened song and publish its outputs, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
     from .separation import separate_stream
 
@@ -198,20 +194,15 @@ def separate_song(title: str, song: Song, bag: Bag, paths: dict[str, Path], opti
     try:
         blocks = separate_stream(bag, song, options.decided,
                                  progress=lambda done, total: progress.update(task, completed=done, total=total))
-        if options.format == "stem":
+        encoding = replace(options.encoding, rate=song.info.sample_rate, channels=song.channels, tags=song.info.tags)
+        if encoding.format == "stem":
             from .stemfile import write_stem_file
 
-            forget_record(record)
-            write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
-                            codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
-                            tags=song.info.tags, jobs=options.jobs)
-            write_record(record)
+            write_stem_file(paths[STEM_FILE], song, blocks, bag, encoding, jobs=options.jobs, record=record)
         else:
-            with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
-                                   source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                                   clip_mode=options.clip_mode,
-                                   tags=[stem_tags(song.info.tags, name) for name in names],
-                                   jobs=options.jobs, record=record) as writers:
+            outputs = {path: replace(encoding, tags=stem_tags(song.info.tags, name)) for name, path in paths.items()}
+            with open_stem_writers(outputs, frames=song.info.frames, source_rate=bag.samplerate, jobs=options.jobs,
+                                   record=record) as writers:
                 for block in blocks:
                     writers.write([output.numpy() for output in pick_outputs(block, bag.stems, names)])
     finally:

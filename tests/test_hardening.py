@@ -565,7 +565,7 @@ def test_a_rerun_removes_what_a_killed_run_left(tmp_path, tiny_repo, in_process)
 
 
 def test_partials_of_a_live_process_or_another_host_are_kept(tmp_path):
-    from stemsplit.batch import HOST, partial_name, remove_stale
+    from stemsplit.files import HOST, partial_name, remove_stale
 
     alive = partial_name(tmp_path / "vocals.wav")  # this process's
     elsewhere = tmp_path / f".bass.wav.partial-{HOST}x-1-0123abcd"  # another host's
