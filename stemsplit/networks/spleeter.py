@@ -68,6 +68,8 @@ class SpleeterConfig:
             raise ModelError(f"mask_extension must be zeros or average, got {self.mask_extension!r}")
         if not 0 < self.F <= self.bins or self.T % 64 or self.F % 64:
             raise ModelError(f"T and F must be multiples of 64 and F at most {self.bins}, got T={self.T}, F={self.F}")
+        if self.frame_length % self.frame_step:
+            raise ModelError(f"frame_length {self.frame_length} is not a whole number of frame_step {self.frame_step}")
         if not self.instruments:
             raise ModelError("a Spleeter model needs at least one instrument")
 
@@ -246,11 +248,14 @@ class Spleeter(nn.Module):
         return masks.reshape(*masks.shape[:4], segments * T)[..., :frames]
 
     def istft(self, spectrum: Tensor, samples: int) -> Tensor:
-        """(..., bins, frames) -> (..., samples): windowed inverse FFTs added at `frame_step`, unnormalised."""
+        """(..., bins, frames) -> (..., samples): windowed inverse FFTs added at `frame_step`, unnormalised.
+        A frame is `frame_length // frame_step` hops long, so the overlap-add is that many shifted sums of hops."""
         step, length = self.config.frame_step, self.config.frame_length
-        frames = spectrum.shape[-1]
+        hops, frames = length // step, spectrum.shape[-1]
         flat = spectrum.reshape(-1, *spectrum.shape[-2:])
-        pieces = torch.fft.irfft(flat, n=length, dim=-2) * self.window[:, None]
-        total = (frames - 1) * step + length
-        audio = F.fold(pieces, (1, total), (1, length), stride=(1, step)).reshape(*spectrum.shape[:-2], total)
+        pieces = (torch.fft.irfft(flat, n=length, dim=-2) * self.window[:, None]).reshape(len(flat), hops, step, frames)
+        audio = pieces.new_zeros(len(flat), step, frames + hops - 1)
+        for hop in range(hops):
+            audio[..., hop:hop + frames] += pieces[:, hop]
+        audio = audio.transpose(1, 2).reshape(*spectrum.shape[:-2], -1)
         return audio[..., :samples] * WINDOW_COMPENSATION
