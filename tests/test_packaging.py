@@ -35,7 +35,8 @@ def test_wheel_is_named_for_pypi_and_keeps_the_command_and_package(tmp_path):
     assert f"\nName: {NAME}\n" in metadata
     assert "[console_scripts]\nstemsplit = stemsplit.cli:main\n" in entry_points
     assert {"stemsplit/__init__.py", "stemsplit/cli.py", "stemsplit/stemfile.py", "stemsplit/models.toml",
-            "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py",
+            "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py", "stemsplit/networks/spleeter.py",
+            "stemsplit/families/__init__.py", "stemsplit/families/spleeter.py",
             "stemsplit/configs/vocals_mel_band_roformer_kj.yaml"} <= files
 
 
