@@ -187,4 +187,4 @@ def refused_inputs(plan: Mapping[str, Mapping[str, Path]], model_out: Path) -> d
                               "use --filename (e.g. with {track_ext}) or separate runs")
         for p in paths.values():
             owners.setdefault(p, name)
-    return {**refusals, **misplaced}
+    return {**misplaced, **refusals}

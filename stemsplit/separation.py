@@ -62,9 +62,9 @@ def decide(settings: Settings, device: str) -> Decided:
     """The settings to run on `device` (a device name, "auto" resolved): bounds checked and the precision
     chosen, or a SettingsError whose `setting` names the one at fault."""
     if not 0 <= settings.shifts <= MAX_SHIFTS:
-        raise SettingsError(f"shifts must be from 0 to {MAX_SHIFTS}, got {settings.shifts}", "shifts")
+        raise SettingsError(f"shifts must be from 0 to {MAX_SHIFTS}, got {settings.shifts}")
     if settings.batch_size < 1:
-        raise SettingsError("batch size must be >= 1", "batch-size")
+        raise SettingsError("batch size must be >= 1")
     try:
         choice = choose(settings.precision, device)
     except ValueError as error:

@@ -101,11 +101,12 @@ def test_an_input_where_this_models_stems_go_is_refused_and_the_batch_goes_on(tm
     assert first.returncode == 0, first.stderr
     vocals = tmp_path / "out" / "tiny" / "song" / "vocals.wav"
     before = vocals.read_bytes()
-    again = in_process(vocals, tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+    sf.write(tmp_path / "other.wav", tone(0.3, 44100, seed=1), 44100)
+    again = in_process(vocals, tmp_path / "other.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
                        tmp=tmp_path / "tmp")
     assert again.returncode == 1, again.stderr
     assert [(line["input"], line["status"]) for line in json_lines(again.stdout)] == [
-        (str(vocals), "failed"), (str(tmp_path / "song.wav"), "done")]
+        (str(vocals), "failed"), (str(tmp_path / "other.wav"), "done")]
     assert error_lines(again.stderr) == [f"error: {vocals}: is inside the output folder {tmp_path / 'out' / 'tiny'}; "
                                          "stems are never taken as inputs"]
     assert not (tmp_path / "out" / "tiny" / "vocals").exists() and vocals.read_bytes() == before
