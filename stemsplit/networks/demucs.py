@@ -63,6 +63,39 @@ class DemucsConfig:
         return replace(config, sources=tuple(config.sources), segment=Fraction(config.segment).limit_denominator())
 
 
+def norm(c: DemucsConfig, index: int, channels: int) -> nn.Module:
+    return nn.GroupNorm(c.norm_groups, channels) if index >= c.norm_starts else nn.Identity()
+
+
+def rewrite(c: DemucsConfig, index: int, channels: int, kernel_size: int) -> list[nn.Module]:
+    """A convolution to twice the width and a GLU (or to the width and a ReLU)."""
+    widened = 2 * channels if c.glu else channels
+    return [nn.Conv1d(channels, widened, kernel_size, padding=kernel_size // 2), norm(c, index, widened),
+            nn.GLU(dim=1) if c.glu else nn.ReLU()]
+
+
+def dconv(c: DemucsConfig, index: int, channels: int) -> DConv:
+    return DConv(channels, c.dconv_depth, c.dconv_comp, 0.0, lstm=index >= c.dconv_lstm, attn=index >= c.dconv_attn)
+
+
+def encoder_layer(c: DemucsConfig, index: int, chin: int, chout: int) -> nn.Sequential:
+    """Strided convolution, norm, activation, DConv, rewrite (a Sequential: its indices name the weights)."""
+    layers = [nn.Conv1d(chin, chout, c.kernel_size, c.stride), norm(c, index, chout),
+              nn.GELU() if c.gelu else nn.ReLU()]
+    layers += [dconv(c, index, chout)] if c.dconv_mode & 1 else []
+    layers += rewrite(c, index, chout, 1) if c.rewrite else []
+    return nn.Sequential(*layers)
+
+
+def decoder_layer(c: DemucsConfig, index: int, chin: int, chout: int) -> nn.Sequential:
+    """Rewrite with context, DConv, transposed strided convolution, then norm and activation but at the top."""
+    layers = rewrite(c, index, chin, 2 * c.context + 1) if c.rewrite else []
+    layers += [dconv(c, index, chin)] if c.dconv_mode & 2 else []
+    layers += [nn.ConvTranspose1d(chin, chout, c.kernel_size, c.stride)]
+    layers += [norm(c, index, chout), nn.GELU() if c.gelu else nn.ReLU()] if index > 0 else []
+    return nn.Sequential(*layers)
+
+
 def centre_trim(x: Tensor, length: int) -> Tensor:
     """The middle `length` samples; an odd surplus loses its extra sample on the right."""
     surplus = x.shape[-1] - length
@@ -89,27 +122,9 @@ class Demucs(nn.Module):
         """Encoder and decoder, layer by layer; returns the width at the bottom."""
         chin, chout = c.audio_channels, c.channels
         for index in range(c.depth):
-            def norm(channels: int) -> nn.Module:
-                return nn.GroupNorm(c.norm_groups, channels) if index >= c.norm_starts else nn.Identity()
-
-            activation = nn.GELU() if c.gelu else nn.ReLU()
-            rewrite = [nn.GLU(dim=1) if c.glu else nn.ReLU()]
-            widened = 2 * chout if c.glu else chout
-            dconv = [DConv(chout, c.dconv_depth, c.dconv_comp, 0.0, lstm=index >= c.dconv_lstm,
-                           attn=index >= c.dconv_attn)]
-            encode = [nn.Conv1d(chin, chout, c.kernel_size, c.stride), norm(chout), activation]
-            encode += dconv if c.dconv_mode & 1 else []
-            encode += [nn.Conv1d(chout, widened, 1), norm(widened), *rewrite] if c.rewrite else []
-            self.encoder.append(nn.Sequential(*encode))
-
             restored = chin if index > 0 else len(c.sources) * c.audio_channels
-            decode = [nn.Conv1d(chout, widened, 2 * c.context + 1, padding=c.context), norm(widened),
-                      *rewrite] if c.rewrite else []
-            decode += [DConv(chout, c.dconv_depth, c.dconv_comp, 0.0, lstm=index >= c.dconv_lstm,
-                             attn=index >= c.dconv_attn)] if c.dconv_mode & 2 else []
-            decode += [nn.ConvTranspose1d(chout, restored, c.kernel_size, c.stride)]
-            decode += [norm(restored), nn.GELU() if c.gelu else nn.ReLU()] if index > 0 else []
-            self.decoder.insert(0, nn.Sequential(*decode))
+            self.encoder.append(encoder_layer(c, index, chin, chout))
+            self.decoder.insert(0, decoder_layer(c, index, chout, restored))
             chin, chout = chout, int(c.growth * chout)
         return chin
 
