@@ -278,7 +278,7 @@ def load_local_bag(name: str, folder: Path) -> Bag:
     if weights is not None and len(weights) != len(networks):
         raise ModelError(f"model '{name}' needs one row of weights for each of its {len(networks)} networks")
     if segment is not None:
-        _shorten_segment(networks, segment)
+        apply_bag_segment(networks, segment)
     identity = f"{folder.resolve()}/{name}:" + ",".join(sha256 for _, sha256 in loaded)
     return demucs_bag(name, networks, weights or [None] * len(networks), identity)
 
@@ -301,10 +301,15 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
     return signatures, weights, segment
 
 
-def _shorten_segment(networks: list[HTDemucs], segment: Fraction) -> None:
-    """A bag may ask for a shorter segment than its networks were trained on, never a longer one."""
+def apply_bag_segment(networks: list[HTDemucs], segment: Fraction) -> None:
+    """A bag's segment, as the reference's BagOfModels sets it: networks that run on any length
+    (Demucs, Hybrid Demucs) take it; HT Demucs, which runs on its training length, only when
+    it is shorter."""
+    from .chunking import FittedSegments
+
     for network in networks:
-        network.segment = min(network.segment, segment)
+        fits_any_length = isinstance(network.chunking, FittedSegments)
+        network.segment = segment if fits_any_length else min(network.segment, segment)
 
 
 def _local_weight_file(folder: Path, signature: str) -> Path | None:

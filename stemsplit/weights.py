@@ -1,7 +1,8 @@
 """Reading weight files: the Hub's safetensors format and the legacy torch pickles.
 
 Legacy files are pickles, which can run arbitrary code when loaded, so they are read
-with an unpickler that accepts tensors, plain data and the HT Demucs class only.
+with an unpickler that accepts tensors, plain data and the names of the network classes
+in PACKAGE_CLASSES only.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import zipfile
 from collections import OrderedDict
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -22,11 +23,35 @@ from safetensors import SafetensorError, safe_open
 from .errors import ModelError
 from .networks.htdemucs import HTDemucs, HTDemucsConfig
 
-# The names weight files give the model class, mapped to the class that runs them.
-MODEL_CLASSES = {"demucs.htdemucs.HTDemucs": HTDemucs}
+Builder = Callable[[list, dict], torch.nn.Module]  # (args, kwargs) as a package stores them -> network
 
 
-def load_safetensors(path: Path) -> HTDemucs:
+def build_htdemucs(args: list, kwargs: dict) -> torch.nn.Module:
+    return HTDemucs(HTDemucsConfig.from_reference(*args, **kwargs))
+
+
+def build_hdemucs(args: list, kwargs: dict) -> torch.nn.Module:
+    from .networks.hdemucs import HDemucs, HDemucsConfig
+
+    return HDemucs(HDemucsConfig.from_reference(*args, **kwargs))
+
+
+def build_demucs(args: list, kwargs: dict) -> torch.nn.Module:
+    from .networks.demucs import Demucs, DemucsConfig
+
+    return Demucs(DemucsConfig.from_reference(*args, **kwargs))
+
+
+# The names weight files give the model class, mapped to what builds the network that runs them.
+PACKAGE_CLASSES: dict[str, Builder] = {
+    "demucs.htdemucs.HTDemucs": build_htdemucs,
+    "demucs.hdemucs.HDemucs": build_hdemucs,
+    "demucs.demucs.Demucs": build_demucs,
+}
+SUPPORTED = "HTDemucs, HDemucs and Demucs models only"
+
+
+def load_safetensors(path: Path) -> torch.nn.Module:
     """A model from the Hub's format: tensors plus the model class and its init
     arguments as JSON in the metadata."""
     try:
@@ -43,9 +68,9 @@ def load_safetensors(path: Path) -> HTDemucs:
         kwargs = json.loads(metadata["kwargs"], object_hook=_decode_fraction)
     except (KeyError, json.JSONDecodeError) as error:
         raise ModelError(f"{path} does not describe its model (klass, args, kwargs)") from error
-    if klass_name not in MODEL_CLASSES:
-        raise ModelError(f"{path} holds a {klass_name} model; stemsplit runs HTDemucs models only")
-    return _build(MODEL_CLASSES[klass_name], args, kwargs, state, path)
+    if klass_name not in PACKAGE_CLASSES:
+        raise ModelError(f"{path} holds a {klass_name} model; stemsplit runs {SUPPORTED}")
+    return _build(PACKAGE_CLASSES[klass_name], args, kwargs, state, path)
 
 
 def _decode_fraction(value: dict[str, Any]) -> Any:
@@ -54,7 +79,7 @@ def _decode_fraction(value: dict[str, Any]) -> Any:
     return value
 
 
-def load_legacy(path: Path) -> HTDemucs:
+def load_legacy(path: Path) -> torch.nn.Module:
     """A model from the reference's original format: a torch pickle of
     {klass, args, kwargs, state, training_args}, unpickled with an allow-list."""
     if _is_torchscript(path):
@@ -71,11 +96,11 @@ def load_legacy(path: Path) -> HTDemucs:
     inside = [package["klass"], package["args"], package["kwargs"], package["state"]]
     if _holds_placeholder(inside):
         raise ModelError(f"{path} holds configuration objects where model settings belong")
-    if package["klass"] is not HTDemucs:
-        raise ModelError(f"{path} does not hold an HTDemucs model")
+    if not any(package["klass"] is builder for builder in PACKAGE_CLASSES.values()):
+        raise ModelError(f"{path} does not hold a network stemsplit runs ({SUPPORTED})")
     if not isinstance(package["state"], dict) or package["state"].get("__quantized"):
         raise ModelError(f"{path} holds a quantized model, which stemsplit does not support")
-    return _build(HTDemucs, package["args"], package["kwargs"], package["state"], path)
+    return _build(package["klass"], package["args"], package["kwargs"], package["state"], path)
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -85,12 +110,11 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.split("/")[-1] == "constants.pkl" for name in archive.namelist())
 
 
-def _build(klass: type[HTDemucs], args: Any, kwargs: Any, state: dict[str, torch.Tensor],
-           path: Path) -> HTDemucs:
+def _build(build: Builder, args: Any, kwargs: Any, state: dict[str, torch.Tensor], path: Path) -> torch.nn.Module:
     if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
         raise ModelError(f"{path} has malformed model arguments")
     try:
-        model = klass(HTDemucsConfig.from_reference(*args, **kwargs))
+        model = build(list(args), kwargs)
     except ModelError as error:
         raise ModelError(f"{path} has a model configuration stemsplit does not support: {error}") from error
     try:
@@ -130,14 +154,14 @@ def _find_global(module: str, name: str) -> Any:
     if module == "__builtin__":  # how pickle protocol 2, which torch.save uses, names builtins
         module = "builtins"
     qualified = f"{module}.{name}"
-    if qualified in MODEL_CLASSES:
-        return MODEL_CLASSES[qualified]
+    if qualified in PACKAGE_CLASSES:  # the class stands for its builder: nothing of it is imported
+        return PACKAGE_CLASSES[qualified]
     if (module, name) in SAFE_GLOBALS:
         return SAFE_GLOBALS[module, name]
     if module == "omegaconf" or module.startswith("omegaconf."):
         return ConfigPlaceholder
     if module == "demucs" or module.startswith("demucs."):
-        raise pickle.UnpicklingError(f"it holds a {qualified} model; stemsplit runs HTDemucs models only")
+        raise pickle.UnpicklingError(f"it holds a {qualified} model; stemsplit runs {SUPPORTED}")
     raise pickle.UnpicklingError(f"it refers to {qualified}, which a weight file must not contain")
 
 

@@ -414,17 +414,17 @@ def test_networks_that_disagree_cannot_form_a_bag(tmp_path, reference, weights):
 
 
 def test_other_model_classes_are_refused(tmp_path, reference):
-    from demucs.hdemucs import HDemucs
+    from demucs.demucs import LocalState
 
     (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(
-        safetensors_file(reference, KWARGS, klass="demucs.hdemucs.HDemucs"))
-    with pytest.raises(ModelError, match="HTDemucs models only"):
+        safetensors_file(reference, KWARGS, klass="demucs.demucs.LocalState"))
+    with pytest.raises(ModelError, match="LocalState model; stemsplit runs HTDemucs, HDemucs and Demucs models only"):
         load_bag(SIGNATURE, repo=tmp_path)
 
-    content = legacy_file(legacy_package(reference, klass=HDemucs))
+    content = legacy_file(legacy_package(reference, klass=LocalState))
     (tmp_path / f"{SIGNATURE}.safetensors").unlink()
     (tmp_path / legacy_name(content)).write_bytes(content)
-    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs HTDemucs models only"):
+    with pytest.raises(ModelError, match="demucs.demucs.LocalState model; stemsplit runs HTDemucs, HDemucs and Demucs"):
         load_bag(SIGNATURE, repo=tmp_path)
 
 
