@@ -17,7 +17,8 @@ import torch
 from oracle import relative_error
 from stemsplit.audio import load_audio
 from stemsplit.precision import choose
-from stemsplit.registry import load_bag, read_catalogue
+from stemsplit.catalogue import read_catalogue
+from stemsplit.registry import load_bag
 from stemsplit.separation import Settings, separate_tensor
 
 WEIGHTS = os.environ.get("STEMSPLIT_TEST_WEIGHTS")

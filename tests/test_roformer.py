@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from roformer_oracle import oracle_network, relative_error
-from stemsplit.checkpoint import load_network, read_config, read_state_dict
+from stemsplit.checkpoint import read_state_dict
+from stemsplit.families.roformer import load_network, read_config
 from stemsplit.chunking import AlignedChunks
 from stemsplit.errors import ModelError
 from stemsplit.networks import layers

@@ -12,10 +12,10 @@ import torch
 
 from oracle import model_pair, relative_error
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
-from stemsplit.bag import Bag
+from stemsplit.bag import Bag, mixed_bag
 from stemsplit.chunking import CentredSegments
-from stemsplit.registry import demucs_bag, load_bag
-from stemsplit.separation import Settings, separate_tensor, window
+from stemsplit.registry import load_bag
+from stemsplit.separation import Settings, excerpt, separate_tensor
 
 
 def reference_separate(models, weights, mix, **options):
@@ -41,20 +41,20 @@ def small_pair():
 
 
 def small_bag(ours) -> Bag:
-    return demucs_bag("small", [ours], [None], identity="")
+    return mixed_bag("small", [ours], [None], identity="")
 
 
 def test_window_pads_with_zeros_outside_the_source():
     source = torch.arange(1, 6, dtype=torch.float32)[None]
-    assert window(source, -2, 4).tolist() == [[0, 0, 1, 2]]
-    assert window(source, 3, 4).tolist() == [[4, 5, 0, 0]]
-    assert window(source, 1, 3).tolist() == [[2, 3, 4]]
+    assert excerpt(source, -2, 4).tolist() == [[0, 0, 1, 2]]
+    assert excerpt(source, 3, 4).tolist() == [[4, 5, 0, 0]]
+    assert excerpt(source, 1, 3).tolist() == [[2, 3, 4]]
 
 
 def test_transition_weight_is_a_symmetric_triangle():
-    weight = CentredSegments(Fraction(10)).weight(1, Settings())
+    weight = CentredSegments(Fraction(10)).window(1, Settings())
     assert weight.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2])
-    assert len(CentredSegments(Fraction(11)).weight(1, Settings())) == 11
+    assert len(CentredSegments(Fraction(11)).window(1, Settings())) == 11
 
 
 @pytest.mark.parametrize("seconds", [0.01, 2.3, 9.0])
@@ -102,7 +102,7 @@ def test_bag_with_per_source_weights_matches_reference():
     weights = [[float((i + k) % 3) for k in range(sources)] for i in range(3)]
     mix = random_mix(5.0, seed=4)
     expected = reference_separate([r for r, _ in pairs], weights, mix, shifts=0)
-    bag = demucs_bag("bag", [o for _, o in pairs], weights, identity="")
+    bag = mixed_bag("bag", [o for _, o in pairs], weights, identity="")
     assert relative_error(separate_tensor(bag, mix), expected) < 1e-4
 
 
@@ -136,7 +136,7 @@ def test_pretrained_configuration_matches_reference_on_30_seconds(name):
 def roformer_files(folder: Path, num_stems: int, num_overlap: int, seed: int = 0):
     """A small random Mel-Band RoFormer of the oracle's as a community checkpoint and YAML (one-second chunks)."""
     from roformer_oracle import oracle_network
-    from stemsplit.checkpoint import read_config
+    from stemsplit.families.roformer import read_config
 
     target = "null" if num_stems > 1 else "vocals"
     config_path = folder / f"small{num_stems}.yaml"

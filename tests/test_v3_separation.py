@@ -15,7 +15,8 @@ from demucs.hdemucs import HDemucs as ReferenceHDemucs
 from oracle import perturbed_network
 from stemsplit.networks.demucs import Demucs, DemucsConfig
 from stemsplit.networks.hdemucs import HDemucs, HDemucsConfig
-from stemsplit.registry import apply_bag_segment, demucs_bag
+from stemsplit.bag import mixed_bag
+from stemsplit.packages import apply_bag_segment
 from stemsplit.separation import Settings, separate_tensor
 from v3_configs import SMALL_DEMUCS, SMALL_HDEMUCS
 
@@ -52,7 +53,7 @@ def ours_separate(networks: list, weights: list | None, segment: float | None, m
                   settings: Settings | None = None) -> torch.Tensor:
     if segment is not None:
         apply_bag_segment(networks, Fraction(segment))
-    bag = demucs_bag("test", networks, weights or [None] * len(networks), identity="")
+    bag = mixed_bag("test", networks, weights or [None] * len(networks), identity="")
     return separate_tensor(bag, mix, settings or Settings())
 
 
@@ -104,7 +105,7 @@ def test_one_stem_runs_only_its_networks_and_matches_reference(mdx_pairs):
     references, networks = zip(*mdx_pairs)
     expected = reference_separate(list(references), MDX_WEIGHTS, 2.0, mix, shifts=0)
     apply_bag_segment(list(networks), Fraction(2))
-    bag = demucs_bag("mdx", list(networks), MDX_WEIGHTS, identity="").needing(["bass"])
+    bag = mixed_bag("mdx", list(networks), MDX_WEIGHTS, identity="").needing(["bass"])
     assert [member.network for member in bag.members] == list(networks[:2])
     assert sdr(separate_tensor(bag, mix)[0], expected[1]) > MIN_SDR
 

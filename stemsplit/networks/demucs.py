@@ -105,6 +105,8 @@ def centre_trim(x: Tensor, length: int) -> Tensor:
 class Demucs(nn.Module):
     """Time-domain Demucs, built from its configuration."""
 
+    family = "demucs"
+
     def __init__(self, config: DemucsConfig):
         super().__init__()
         self.config = config

@@ -112,6 +112,8 @@ def layer_shapes(c: HDemucsConfig) -> list[LayerShape]:
 class HDemucs(nn.Module):
     """Hybrid Demucs, built from its configuration."""
 
+    family = "hdemucs"
+
     def __init__(self, config: HDemucsConfig):
         super().__init__()
         self.config = config
