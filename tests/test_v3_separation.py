@@ -33,7 +33,7 @@ def pair(kind: str, seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
         "hdemucs": (ReferenceHDemucs, HDemucs, HDemucsConfig, SMALL_HDEMUCS),
     }[kind]
     reference = perturbed_network(reference_class, {**kwargs, **SMALL}, seed)
-    ours = network(config.from_reference(**kwargs, **SMALL))
+    ours = network(config.from_reference(**{**kwargs, **SMALL}))
     ours.load_state_dict(reference.state_dict())
     return reference, ours.eval()
 
