@@ -109,6 +109,17 @@ def layer_shapes(c: HDemucsConfig) -> list[LayerShape]:
     return shapes
 
 
+def layer_options(c: HDemucsConfig, shape: LayerShape) -> tuple[dict, dict]:
+    """Encoder and decoder layer options at one depth (both branches)."""
+    dconv = {"depth": c.dconv_depth, "compress": c.dconv_comp, "init": 0.0,
+             "lstm": shape.index >= c.dconv_lstm, "attn": shape.index >= c.dconv_attn}
+    options = {"norm": shape.index >= c.norm_starts, "norm_groups": c.norm_groups, "rewrite": c.rewrite}
+    encoder = {**options, "context": c.context_enc, "dconv": dconv if c.dconv_mode & 1 else None}
+    decoder = {**options, "context": c.context, "dconv": dconv if c.dconv_mode & 2 else None,
+               "last": shape.index == 0}
+    return encoder, decoder
+
+
 class HDemucs(nn.Module):
     """Hybrid Demucs, built from its configuration."""
 
@@ -129,17 +140,14 @@ class HDemucs(nn.Module):
         self.build_unets(config)
 
     def build_unets(self, c: HDemucsConfig) -> None:
+        """Both U-Nets, layer by layer: a frequency (or, past the merge, time) layer at every depth,
+        a time layer beside it until the merge."""
         chin_t, chout_t = c.audio_channels, c.channels_time or c.channels
         chin, chout = c.spectral_channels * c.audio_channels, c.channels
         for shape in layer_shapes(c):
             if shape.merges:
                 chout = chout_t = max(chout, chout_t)
-            dconv = {"depth": c.dconv_depth, "compress": c.dconv_comp, "init": 0.0,
-                     "lstm": shape.index >= c.dconv_lstm, "attn": shape.index >= c.dconv_attn}
-            options = {"norm": shape.index >= c.norm_starts, "norm_groups": c.norm_groups, "rewrite": c.rewrite}
-            encoder = {**options, "context": c.context_enc, "dconv": dconv if c.dconv_mode & 1 else None}
-            decoder = {**options, "context": c.context, "dconv": dconv if c.dconv_mode & 2 else None,
-                       "last": shape.index == 0}
+            encoder, decoder = layer_options(c, shape)
             frequency = {"freq": shape.freq, "kernel_size": shape.kernel_size, "stride": shape.stride,
                          "pad": shape.pad}
             time = {"freq": False, "kernel_size": c.kernel_size, "stride": c.stride, "empty": shape.merges}

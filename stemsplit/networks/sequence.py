@@ -37,11 +37,8 @@ class BLSTM(nn.Module):
         return self.linear(self.lstm(x.permute(2, 0, 1))[0]).permute(1, 2, 0)
 
     def forward(self, x: Tensor) -> Tensor:
-        batch, channels, length = x.shape
-        if self.max_steps is None or length <= self.max_steps:
-            out = self.run(x)
-        else:
-            out = self.run_windowed(x)
+        windowed = self.max_steps is not None and x.shape[-1] > self.max_steps
+        out = self.run_windowed(x) if windowed else self.run(x)
         return out + x if self.skip else out
 
     def run_windowed(self, x: Tensor) -> Tensor:
