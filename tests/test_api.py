@@ -75,14 +75,14 @@ def test_two_stems_in_the_api_are_the_clis(tmp_path, tiny_repo, method):
     from stemsplit.cli import main
 
     song = tmp_path / "song.wav"
-    sf.write(song, noise(2, 50_000, seed=4).T, 32000, subtype="FLOAT")
+    sf.write(song, noise(2, 50_000, seed=4).T, 44100, subtype="FLOAT")
     result = CliRunner().invoke(main, ["-n", "tiny", "--repo", str(tiny_repo), "--two-stems", "vocals", "--other-method",
                                        method, "--bit-depth", "32", "--clip-mode", "none", "-o", str(tmp_path / "out"),
                                        str(song)])
     assert result.exit_code == 0, result.output
     model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu", two_stems="vocals", other_method=method)
     stems, rate = model.separate(song)
-    assert rate == 32000 and list(stems) == model.stems == ["vocals", "no_vocals"]
+    assert rate == 44100 and list(stems) == model.stems == ["vocals", "no_vocals"]
     for name, stem in stems.items():
         written, _ = sf.read(tmp_path / "out" / "tiny" / "song" / f"{name}.wav", dtype="float32")
         np.testing.assert_allclose(stem, written.T, atol=1e-6, rtol=0)
