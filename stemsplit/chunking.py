@@ -6,6 +6,9 @@ its implementation means cutting the song the same way:
 - `CentredSegments` (HT Demucs): segments at a fixed stride, each read with its real
   surroundings as context and centred in the network's window, blended with triangular
   windows, the song normalised by its mono mix first; optional random time shifts.
+- `FittedSegments` (Demucs and Hybrid Demucs, the v2/v3 generation): the same segments,
+  blending and shifts, but each chunk read as it is, only widened (around its centre) to
+  the length its network fits.
 - `AlignedChunks` (band-split RoFormers): chunks of the network's length at a stride of
   length // num_overlap, the last one aligned to the song's end, no context, blended
   with a Hamming window, the song as it is.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -101,8 +104,13 @@ class CentredSegments:
         for offset in range(0, length, stride):
             kept = min(segment, length - offset)
             start = origin + offset
-            chunks.append(Chunk(start, kept, start - (segment - kept) // 2, segment))
+            read = self.read_length(kept, segment)
+            chunks.append(Chunk(start, kept, start - (read - kept) // 2, read))
         return chunks
+
+    def read_length(self, kept: int, segment: int) -> int:
+        """HT Demucs reads a whole segment around every chunk: it only runs on its training length."""
+        return segment
 
     def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
         """Triangular, highest at the centre of a segment."""
@@ -120,6 +128,17 @@ class CentredSegments:
         if settings.segment is not None and not shortest <= settings.segment <= longest:
             raise ValueError(f"segment must be from {shortest:g} to {longest:g} seconds for this model, "
                              f"got {settings.segment:g}")
+
+
+@dataclass(frozen=True)
+class FittedSegments(CentredSegments):
+    """The procedure of Demucs and Hybrid Demucs: chunks read with no context beyond what
+    `valid_length` (kept samples -> samples the network needs; none: as many) asks for."""
+
+    valid_length: Callable[[int], int] | None = None
+
+    def read_length(self, kept: int, segment: int) -> int:
+        return kept if self.valid_length is None else self.valid_length(kept)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from safetensors import SafetensorError, safe_open
 
 from .bag import Bag, mixed_bag
 from .catalogue import read_catalogue
+from .chunking import FittedSegments
 from .errors import ModelError
 from .families import package_builder, package_classes
 from .files import sha256_of
@@ -172,7 +173,7 @@ def folder_bag(folder: Path, name: str) -> Bag:
     if shares is not None and len(shares) != len(networks):
         raise ModelError(f"model '{name}' needs one row of weights for each of its {len(networks)} networks")
     if segment is not None:
-        _shorten_segment(networks, segment)
+        apply_bag_segment(networks, segment)
     identity = f"{folder.resolve()}/{name}:" + ",".join(sha256 for _, sha256 in loaded)
     return mixed_bag(name, networks, shares or [None] * len(networks), identity)
 
@@ -196,10 +197,13 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
     return signatures, shares, segment
 
 
-def _shorten_segment(networks: list[Network], segment: Fraction) -> None:
-    """A bag may ask for a shorter segment than its networks were trained on, never a longer one."""
+def apply_bag_segment(networks: list[Network], segment: Fraction) -> None:
+    """A bag's segment, as the reference's BagOfModels sets it: networks that run on any length
+    (Demucs, Hybrid Demucs) take it; HT Demucs, which runs on its training length, only when
+    it is shorter."""
     for network in networks:
-        network.segment = min(network.segment, segment)
+        fits_any_length = isinstance(network.chunking, FittedSegments)
+        network.segment = segment if fits_any_length else min(network.segment, segment)
 
 
 def _local_package(folder: Path, signature: str) -> Path | None:

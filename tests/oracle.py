@@ -45,3 +45,16 @@ def safetensors_file(model: torch.nn.Module, kwargs: dict,
     """Weights in the official Hugging Face format: class and init arguments as JSON metadata."""
     metadata = {"klass": klass, "args": "[]", "kwargs": json.dumps(kwargs, default=encode_fraction)}
     return safetensors.torch.save(model.state_dict(), metadata)
+
+
+def perturbed_network(reference_class: type, kwargs: dict, seed: int = 0, scale: float = 0.05):
+    """A reference network of any class with every parameter moved off its init; LayerScale
+    gains (which start near 0 and would mute their branches) drawn at 0.3 so every branch counts."""
+    torch.manual_seed(seed)
+    reference = reference_class(**kwargs).eval()
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+            if name.endswith(".scale"):
+                parameter.normal_(0, 0.3)
+    return reference

@@ -407,17 +407,18 @@ def test_networks_that_disagree_cannot_form_a_bag(tmp_path, reference, weights):
 
 
 def test_other_model_classes_are_refused(tmp_path, reference):
-    from demucs.hdemucs import HDemucs
+    from demucs.demucs import LocalState
 
+    runs = "stemsplit runs demucs.htdemucs.HTDemucs, demucs.hdemucs.HDemucs, demucs.demucs.Demucs models only"
     (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(
-        safetensors_file(reference, KWARGS, klass="demucs.hdemucs.HDemucs"))
-    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs demucs.htdemucs.HTDemucs models only"):
+        safetensors_file(reference, KWARGS, klass="demucs.demucs.LocalState"))
+    with pytest.raises(ModelError, match=f"demucs.demucs.LocalState model; {runs}"):
         load_bag(SIGNATURE, repo=tmp_path)
 
-    content = legacy_file(legacy_package(reference, klass=HDemucs))
+    content = legacy_file(legacy_package(reference, klass=LocalState))
     (tmp_path / f"{SIGNATURE}.safetensors").unlink()
     (tmp_path / legacy_name(content)).write_bytes(content)
-    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs demucs.htdemucs.HTDemucs models only"):
+    with pytest.raises(ModelError, match=f"demucs.demucs.LocalState model; {runs}"):
         load_bag(SIGNATURE, repo=tmp_path)
 
 
@@ -630,7 +631,8 @@ def test_catalogue_families_are_rows_of_the_family_table(tmp_path):
 
     text = (ROOT / "models.toml").read_text().replace('family = "htdemucs"', 'family = "htdemucs_v9"', 1)
     (tmp_path / "models.toml").write_text(text)
-    with pytest.raises(ModelError, match="'htdemucs'.*family must be one of htdemucs, bs_roformer, mel_band_roformer"):
+    families = "htdemucs, hdemucs, demucs, bs_roformer, mel_band_roformer"
+    with pytest.raises(ModelError, match=f"'htdemucs'.*family must be one of {families}"):
         read_catalogue(tmp_path / "models.toml")
     for info in read_catalogue().values():
         assert info.is_ensemble or family(info.family).name == info.family

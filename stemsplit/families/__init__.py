@@ -14,6 +14,8 @@ from ..family import Family, LocalFiles, PackageBuilder
 
 TABLE = {
     "htdemucs": "htdemucs",
+    "hdemucs": "demucs_v3",
+    "demucs": "demucs_v3",
     "bs_roformer": "roformer",
     "mel_band_roformer": "roformer",
     "spleeter": "spleeter",

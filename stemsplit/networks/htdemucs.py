@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from ..chunking import CentredSegments
 from ..errors import ModelError
 from .layers import Linear, linear
+from .sequence import BLSTM, LocalState
 
 
 def sin_embedding(length: int, dim: int, max_period: float, device: torch.device) -> Tensor:
@@ -64,28 +65,46 @@ def positions(freqs: int, frames: int, length: int, dim: int, max_period: float,
         return grid.to(dtype), sequence.to(dtype)
 
 
-def stft(audio: Tensor, nfft: int) -> Tensor:
+def reflect_pad(x: Tensor, left: int, right: int) -> Tensor:
+    """Reflect padding that also works on signals no longer than the padding: those are first
+    extended with zeros (on the right as far as the right padding allows) until it fits."""
+    length = x.shape[-1]
+    short = max(left, right) - length + 1
+    if short > 0:
+        extra_right = min(right, short)
+        x = F.pad(x, (short - extra_right, extra_right))
+        left, right = left - (short - extra_right), right - extra_right
+    return F.pad(x, (left, right), mode="reflect")
+
+
+def stft(audio: Tensor, nfft: int, zero_padded: bool = False) -> Tensor:
     """Complex spectrogram (..., nfft // 2, ceil(T / hop)) with hop nfft // 4, Nyquist bin dropped.
 
-    The signal is reflect-padded so that frame k starts at sample (k - 1.5) * hop: the
-    frame count is exactly the length divided by the hop, as for every strided layer.
+    The signal is reflect-padded (zero-padded for `zero_padded`) so that frame k starts at sample
+    (k - 1.5) * hop: the frame count is exactly the length divided by the hop, as for every
+    strided layer.
     """
     hop = nfft // 4
     *batch, length = audio.shape
     frames = math.ceil(length / hop)
     pad = hop // 2 * 3
-    padded = F.pad(audio.reshape(-1, length), (pad, pad + frames * hop - length), mode="reflect")
+    flat, padding = audio.reshape(-1, length), (pad, pad + frames * hop - length)
+    padded = F.pad(flat, padding) if zero_padded else reflect_pad(flat, *padding)
     window = torch.hann_window(nfft, device=audio.device, dtype=audio.dtype)
     spec = torch.stft(padded, nfft, hop, window=window, normalized=True, center=False, return_complex=True)
     return spec[:, :-1, :].reshape(*batch, nfft // 2, frames)
 
 
-def istft(spec: Tensor, length: int) -> Tensor:
-    """Inverse of `stft`: (..., F, frames) complex -> (..., length) audio."""
+def istft(spec: Tensor, length: int, unaligned: bool = False) -> Tensor:
+    """Inverse of `stft`: (..., F, frames) complex -> (..., length) audio.
+
+    `unaligned` reproduces the padding bug some MDX 2021 hybrids were trained with: the
+    audio is taken from the start of the inverse, 1.5 hops before where `stft` began.
+    """
     *batch, freqs, frames = spec.shape
     nfft = 2 * freqs
     hop = nfft // 4
-    pad = hop // 2 * 3
+    pad = 0 if unaligned else hop // 2 * 3
     # A zero Nyquist bin, and two empty frames at each end so that centred frame k + 2 lands
     # where `stft` took frame k.
     spec = F.pad(spec.reshape(-1, freqs, frames), (2, 2, 0, 1))
@@ -132,16 +151,22 @@ class DConvLayer(nn.Sequential):
 class DConv(nn.Module):
     """Residual stack of dilated convolutions over time, in a compressed channel space."""
 
-    def __init__(self, channels: int, depth: int, compress: float, init: float):
+    def __init__(self, channels: int, depth: int, compress: float, init: float, lstm: bool = False,
+                 attn: bool = False):
+        """`lstm` and `attn` (the Demucs v3 generation's deepest layers) add a windowed BLSTM and
+        local attention after the GELU."""
         super().__init__()
         hidden = int(channels / compress)
         self.layers = nn.ModuleList()
         for index in range(abs(depth)):
             dilation = 2**index if depth > 0 else 1
+            sequence = [BLSTM(hidden, layers=2, max_steps=200, skip=True)] if lstm else []
+            sequence += [LocalState(hidden)] if attn else []
             self.layers.append(DConvLayer(
                 nn.Conv1d(channels, hidden, 3, dilation=dilation, padding=dilation),
                 nn.GroupNorm(1, hidden),
                 nn.GELU(),
+                *sequence,
                 nn.Conv1d(hidden, 2 * channels, 1),
                 nn.GroupNorm(1, 2 * channels),
                 nn.GLU(1),
@@ -162,18 +187,26 @@ class DConv(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """Strided convolution (along frequency when `freq`), GELU, DConv, GLU rewrite."""
+    """Strided convolution (along frequency when `freq`), GELU, DConv, GLU rewrite.
+
+    `pad=False`: no padding (a layer whose kernel spans all the frequencies left); `empty`: the
+    convolution alone (a time layer whose output joins the frequency branch).
+    """
 
     def __init__(self, chin: int, chout: int, *, freq: bool, kernel_size: int, stride: int, norm: bool,
-                 norm_groups: int, context: int, rewrite: bool, dconv: dict | None):
+                 norm_groups: int, context: int, rewrite: bool, dconv: dict | None, pad: bool = True,
+                 empty: bool = False):
         super().__init__()
         self.freq = freq
         self.stride = stride
-        pad = kernel_size // 4
+        self.empty = empty
+        pad = kernel_size // 4 if pad else 0
         if freq:
             self.conv = nn.Conv2d(chin, chout, (kernel_size, 1), (stride, 1), (pad, 0))
         else:
             self.conv = nn.Conv1d(chin, chout, kernel_size, stride, pad)
+        if empty:
+            return
         self.norm1 = optional_group_norm(norm, norm_groups, chout)
         self.dconv = DConv(chout, **dconv) if dconv else None
         self.rewrite = None
@@ -182,10 +215,16 @@ class EncoderLayer(nn.Module):
             self.rewrite = conv(chout, 2 * chout, 1 + 2 * context, 1, context)
             self.norm2 = optional_group_norm(norm, norm_groups, 2 * chout)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, inject: Tensor | None = None) -> Tensor:
+        """`inject`: the time branch's output, added after the convolution where the branches merge."""
         if not self.freq:
             x = F.pad(x, (0, -x.shape[-1] % self.stride))
-        x = F.gelu(self.norm1(self.conv(x)))
+        x = self.conv(x)
+        if self.empty:
+            return x
+        if inject is not None:
+            x = x + (inject[:, :, None] if x.dim() > inject.dim() else inject)
+        x = F.gelu(self.norm1(x))
         if self.dconv is not None:
             x = self.dconv(x)
         if self.rewrite is not None:
@@ -194,33 +233,52 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Adds the skip connection, GLU rewrite, DConv, then a transposed strided convolution."""
+    """Adds the skip connection, GLU rewrite, DConv, then a transposed strided convolution.
+
+    `pad`, `empty` as for EncoderLayer (an empty layer is the transposed convolution alone);
+    `context_freq=False`: the rewrite sees context along time only.
+    """
 
     def __init__(self, chin: int, chout: int, *, freq: bool, last: bool, kernel_size: int, stride: int,
-                 norm: bool, norm_groups: int, context: int, rewrite: bool, dconv: dict | None):
+                 norm: bool, norm_groups: int, context: int, rewrite: bool, dconv: dict | None, pad: bool = True,
+                 empty: bool = False, context_freq: bool = True):
         super().__init__()
         self.freq = freq
         self.last = last
-        self.pad = kernel_size // 4
-        self.rewrite = None
-        if rewrite:
-            conv = nn.Conv2d if freq else nn.Conv1d
-            self.rewrite = conv(chin, 2 * chin, 1 + 2 * context, 1, context)
-            self.norm1 = optional_group_norm(norm, norm_groups, 2 * chin)
-        self.dconv = DConv(chin, **dconv) if dconv else None
+        self.stride = stride
+        self.pad = kernel_size // 4 if pad else 0
         if freq:
             self.conv_tr = nn.ConvTranspose2d(chin, chout, (kernel_size, 1), (stride, 1))
         else:
             self.conv_tr = nn.ConvTranspose1d(chin, chout, kernel_size, stride)
         self.norm2 = optional_group_norm(norm, norm_groups, chout)
+        self.empty = empty
+        if empty:
+            return
+        self.rewrite = None
+        if rewrite:
+            conv = nn.Conv2d if freq else nn.Conv1d
+            kernel, padding = (1 + 2 * context, context) if context_freq else ((1, 1 + 2 * context), (0, context))
+            self.rewrite = conv(chin, 2 * chin, kernel, 1, padding)
+            self.norm1 = optional_group_norm(norm, norm_groups, 2 * chin)
+        self.dconv = DConv(chin, **dconv) if dconv else None
 
-    def forward(self, x: Tensor, skip: Tensor, length: int | None = None) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None, length: int | None = None) -> Tensor:
         """`length`: samples to keep (time layers); frequency layers trim their padding on both sides."""
+        return self.expand(self.refine(x, skip), length)
+
+    def refine(self, x: Tensor, skip: Tensor | None) -> Tensor:
+        """Everything before the transposed convolution (where a hybrid's branches part)."""
+        if self.empty:
+            return x
         x = x + skip
         if self.rewrite is not None:
             x = F.glu(self.norm1(self.rewrite(x)), dim=1)
         if self.dconv is not None:
             x = self.dconv(x)
+        return x
+
+    def expand(self, x: Tensor, length: int | None = None) -> Tensor:
         x = self.norm2(self.conv_tr(x))
         if self.freq:
             x = x[:, :, self.pad:x.shape[2] - self.pad]
