@@ -6,13 +6,22 @@ never a wrong result, a hang or a traceback."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
 
 import huggingface_hub.utils._http
 import pytest
+import torch
 
 from stemsplit.hub import VERIFICATIONS, hub_cache
-from stemsplit.registry import download_bag, is_cached
+from stemsplit.errors import ModelError
+from stemsplit.registry import download_bag, is_cached, load_bag
+from stemsplit import unpickling
+from stemsplit.unpickling import load_restricted
 from test_registry import (COMMIT, REPO_ID, SIGNATURE, assert_same_weights, hub, reference,  # noqa: F401
                            tiny_info, weights)
 
@@ -63,3 +72,56 @@ def test_corrupt_verification_record_is_not_trusted(hub, reference, weights, rec
     assert_same_weights(download_bag(info), reference)
     assert json.loads((folder / VERIFICATIONS).read_text())[f"main/{SIGNATURE}.safetensors"]["commit"] == COMMIT
     assert is_cached(info)
+
+
+# 4. The unpickler builds no Fraction whose construction computes without bound
+
+class PickledAs:
+    """Pickles as `Fraction(*args)`, the way any Python writes one (3.8: its text; 3.11: its terms)."""
+
+    def __init__(self, *args: object):
+        self.args = args
+
+    def __reduce__(self):
+        return Fraction, self.args
+
+
+def load_in_a_subprocess(path: Path) -> subprocess.CompletedProcess:
+    code = ("import sys; from stemsplit.unpickling import load_restricted; from stemsplit.errors import ModelError\n"
+            "try:\n    print(repr(load_restricted(sys.argv[1])))\n"
+            "except ModelError as error:\n    print('error:', error)")
+    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+
+
+def test_pickled_fractions_of_real_packages_load(tmp_path):
+    path = tmp_path / "segment.th"
+    torch.save({"old": PickledAs("39/5"), "new": PickledAs(39, 5), "plain": Fraction(39, 5)}, path)
+    assert load_restricted(path) == {"old": Fraction(39, 5), "new": Fraction(39, 5), "plain": Fraction(39, 5)}
+    assert unpickling.bounded_fraction("7.8") == Fraction(39, 5)
+    assert unpickling.bounded_fraction("1e-05") == Fraction(1, 100000)
+
+
+def test_a_pickled_fraction_of_a_huge_exponent_is_refused_at_once(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"segment": PickledAs("1e2000000000")}, path)
+    started = time.monotonic()
+    try:
+        result = load_in_a_subprocess(path)
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading the pickle did not finish")
+    assert result.stdout.startswith(f"error: cannot load {path}: ") and "fraction" in result.stdout
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("args", [("1" * 5000,), (10**40, 3), ("1/0",), (float("inf"),)])
+def test_other_unbounded_pickled_fractions_are_refused(tmp_path, args):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"segment": PickledAs(*args)}, path)
+    with pytest.raises(ModelError, match=f"cannot load {path}: .*fraction"):
+        load_restricted(path)
+
+
+def test_an_unbounded_segment_in_a_bag_file_is_a_model_error(tmp_path):
+    (tmp_path / "mine.yaml").write_text("models: [abc]\nsegment: 1e400\n")  # 1e2000000000 would hang the old code
+    with pytest.raises(ModelError, match="not a valid bag file.*not a plain fraction"):
+        load_bag("mine", repo=tmp_path)
