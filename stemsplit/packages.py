@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from safetensors import SafetensorError, safe_open
 
 from .bag import Bag, mixed_bag
 from .catalogue import read_catalogue
+from .checkpoint import read_yaml
 from .errors import ModelError
 from .families import package_builder, package_classes
 from .files import sha256_of
@@ -180,14 +180,14 @@ def folder_bag(folder: Path, name: str) -> Bag:
 def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fraction | None]:
     """A bag file's signatures, shares (its `weights:` rows, the reference's word) and segment."""
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = read_yaml(path, "bag file")
         signatures = [str(signature) for signature in spec["models"]]
         shares = spec.get("weights")
         if shares is not None:
             shares = [[float(share) for share in row] for row in shares]
         segment = spec.get("segment")
         segment = None if segment is None else bounded_fraction(str(segment))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"{path} is not a valid bag file (it needs a `models:` list): {error!r}") from error
     if not signatures or not all(NAME_PATTERN.fullmatch(signature) for signature in signatures):
         raise ModelError(f"{path}: `models:` must list model signatures")

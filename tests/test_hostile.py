@@ -125,3 +125,69 @@ def test_an_unbounded_segment_in_a_bag_file_is_a_model_error(tmp_path):
     (tmp_path / "mine.yaml").write_text("models: [abc]\nsegment: 1e400\n")  # 1e2000000000 would hang the old code
     with pytest.raises(ModelError, match="not a valid bag file.*not a plain fraction"):
         load_bag("mine", repo=tmp_path)
+
+
+# 3 and 5. Configs: aliases expanded past a budget, undecodable text, deep nesting are model errors naming the file
+
+def small_config(tmp_path: Path) -> str:
+    from test_separation import roformer_files
+
+    return roformer_files(tmp_path, 1, 4)[2].read_text()
+
+
+def laughs(levels: int) -> str:
+    """Each level ten aliases of the one before: 10**levels values once expanded, a few hundred bytes written."""
+    lines = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    lines += [f"l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]" for level in range(1, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_CONFIGS = {
+    "aliases": (lambda config: laughs(7) + config.replace("dim: 16", "dim: *l7"),
+                "more than 100000 values once its aliases are expanded"),
+    "latin-1": (lambda config: "# réglages\n" + config, "not UTF-8 text"),
+    "binary": (lambda config: "\udcff\udcd8\x00\x01" + config, "not UTF-8 text"),
+    "nesting": (lambda config: config + "extra: " + "[" * 5000 + "]" * 5000 + "\n", "nests deeper than 32 levels"),
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE_CONFIGS)
+def test_hostile_configs_are_model_errors_naming_the_file(tmp_path, kind):
+    from stemsplit.families.roformer import read_config
+
+    make, message = HOSTILE_CONFIGS[kind]
+    path = tmp_path / "hostile.yaml"
+    encoding = "utf-8" if kind == "aliases" else "latin-1"
+    path.write_bytes(make(small_config(tmp_path)).encode(encoding, "surrogateescape"))
+    with pytest.raises(ModelError, match=f"{path} is not a valid model config: .*{message}") as caught:
+        read_config(path)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_config_with_a_few_aliases_still_loads(tmp_path):
+    from stemsplit.families.roformer import read_config
+
+    path = tmp_path / "aliased.yaml"
+    config = small_config(tmp_path).replace("audio: {sample_rate: 44100}", "audio: {sample_rate: &rate 44100}")
+    path.write_text(config.replace("model: {dim: 16,", "model: {dim: 16, sample_rate: *rate,"))
+    assert read_config(path).sample_rate == 44100
+
+
+def test_an_alias_bomb_in_a_config_is_one_error_line_from_the_cli(tmp_path):
+    from test_cli import stemsplit
+
+    checkpoint = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, checkpoint)
+    config = tmp_path / "bomb.yaml"
+    config.write_text(laughs(7) + small_config(tmp_path).replace("num_bands: 8", "num_bands: *l7"))
+    song = tmp_path / "song.wav"
+    song.write_bytes(b"")  # never read: the model loads first
+    result = stemsplit("--checkpoint", checkpoint, "--config", config, song, cwd=tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3 and len(lines) == 1 and lines[0].startswith(f"error: {config} is not a valid")
+
+
+def test_a_deeply_nested_bag_file_is_a_model_error(tmp_path):
+    (tmp_path / "deep.yaml").write_text("models: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ModelError, match="deep.yaml is not a valid bag file: it nests deeper than 32 levels"):
+        load_bag("deep", repo=tmp_path)

@@ -10,6 +10,7 @@ go over a song as `AlignedChunks` (chunking.py). A single-target model gives its
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def _sample_rate(audio: dict, model: dict) -> int:
 def _network_config(model: dict) -> RoformerConfig:
     for key, value in model.items():
         if key in NEUTRAL_VALUES and value != NEUTRAL_VALUES[key]:
-            raise ModelError(f"model.{key}={value} is not supported")
+            raise ModelError(f"model.{key}={reprlib.repr(value)} is not supported")
         if key not in NETWORK_KEYS | IGNORED_KEYS | NEUTRAL_VALUES.keys() | {"dim_freqs_in"}:
             raise ModelError(f"model.{key} is not supported")
     if ("freqs_per_bands" in model) == ("num_bands" in model):
@@ -132,7 +133,7 @@ def _network_config(model: dict) -> RoformerConfig:
             values[key] = _integer(model, key, "model")
     network = RoformerConfig(**values)
     if "dim_freqs_in" in model and model["dim_freqs_in"] != network.freqs:
-        raise ModelError(f"model.dim_freqs_in is {model['dim_freqs_in']} but stft_n_fft "
+        raise ModelError(f"model.dim_freqs_in is {reprlib.repr(model['dim_freqs_in'])} but stft_n_fft "
                          f"{network.stft_n_fft} gives {network.freqs} frequencies")
     return network
 
@@ -140,13 +141,13 @@ def _network_config(model: dict) -> RoformerConfig:
 def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> int:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {value!r}")
+        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {reprlib.repr(value)}")
     return value
 
 
 def _boolean(section: dict, key: str) -> bool:
     if not isinstance(section[key], bool):
-        raise ModelError(f"model.{key} must be true or false, not {section[key]!r}")
+        raise ModelError(f"model.{key} must be true or false, not {reprlib.repr(section[key])}")
     return section[key]
 
 
