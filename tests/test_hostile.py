@@ -191,3 +191,35 @@ def test_a_deeply_nested_bag_file_is_a_model_error(tmp_path):
     (tmp_path / "deep.yaml").write_text("models: " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ModelError, match="deep.yaml is not a valid bag file: it nests deeper than 32 levels"):
         load_bag("deep", repo=tmp_path)
+
+
+# 6. Sizes a config gives are bounded before anything is built from them
+
+@pytest.mark.parametrize("old, new, key", [
+    ("dim: 16", "dim: 1000000", "model.dim"),
+    ("dim: 16", "dim: 16, mlp_expansion_factor: 100000", "model.mlp_expansion_factor"),
+    ("stft_hop_length: 441", "stft_hop_length: 441, stft_n_fft: 10000000", "model.stft_n_fft"),
+    ("num_bands: 8", "num_bands: 1000000", "model.num_bands"),
+    ("depth: 1,", "depth: 1000000,", "model.depth"),
+    ("num_overlap: 4", "num_overlap: 44100", "inference.num_overlap"),
+    ("dim_t: 101", "dim_t: 10000000", "inference.dim_t"),
+    ("sample_rate: 44100", "sample_rate: 1000000000", "audio.sample_rate"),
+])
+def test_oversized_configs_are_refused_before_building(tmp_path, old, new, key):
+    from stemsplit.families.roformer import read_config
+
+    config = small_config(tmp_path)
+    assert old in config
+    path = tmp_path / "big.yaml"
+    path.write_text(config.replace(old, new, 1))
+    started = time.monotonic()
+    with pytest.raises(ModelError, match=f"big.yaml: {key} is .*, more than the .* stemsplit allows"):
+        read_config(path)
+    assert time.monotonic() - started < 5
+
+
+def test_the_published_configs_are_within_the_bounds():
+    from stemsplit.catalogue import CONFIGS
+    from stemsplit.families.roformer import read_config
+
+    assert [read_config(path).network.dim for path in sorted(CONFIGS.glob("*.yaml"))] == [384, 512, 384]

@@ -35,6 +35,15 @@ NETWORK_KEYS = frozenset(field.name for field in dataclasses.fields(RoformerConf
 BOOL_KEYS = frozenset({"stereo", "zero_dc", "skip_connection", "stft_normalized"})
 # Mask estimator depth when the config leaves it out: the networks' own defaults.
 MASK_ESTIMATOR_DEPTH = {"bs_roformer": 2, "mel_band_roformer": 1}
+# Upper bounds on every size a config gives, checked before anything is built or sized from it: about four
+# times the largest published config (viperx's BS-RoFormer ep 317: dim 512, depth 12, 62 bands, stft_n_fft
+# 2048, num_overlap 4; unwa's Mel-Band RoFormer inst: dim_t 1101, 60 bands; 6 stems in BS-RoFormer SW).
+LIMITS = {
+    "dim": 2048, "depth": 48, "time_transformer_depth": 8, "freq_transformer_depth": 8, "heads": 64,
+    "dim_head": 256, "mlp_expansion_factor": 16, "mask_estimator_depth": 8, "num_stems": 32, "num_bands": 512,
+    "stft_n_fft": 16384, "stft_hop_length": 8192, "stft_win_length": 16384, "sample_rate": 192000,
+    "dim_t": 8192, "num_overlap": 32,
+}
 DEFAULT_SAMPLE_RATE = 44100
 DEFAULT_NUM_OVERLAP = 8  # what audio-separator uses when `inference` has no num_overlap
 
@@ -142,6 +151,9 @@ def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> in
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {reprlib.repr(value)}")
+    if value > LIMITS[key]:
+        raise ModelError(f"{section_name}.{key} is {reprlib.repr(value)}, more than the {LIMITS[key]} stemsplit "
+                         "allows (about four times the largest published RoFormer)")
     return value
 
 
