@@ -6,6 +6,7 @@ never a wrong result, a hang or a traceback."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 import sys
 import time
@@ -14,11 +15,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import huggingface_hub.utils._http
+import numpy as np
 import pytest
 import torch
 
 from stemsplit.hub import VERIFICATIONS, hub_cache
-from stemsplit.errors import ModelError
+from stemsplit.errors import InputError, ModelError
 from stemsplit.registry import download_bag, is_cached, load_bag
 from stemsplit import unpickling
 from stemsplit.unpickling import load_restricted
@@ -223,3 +225,30 @@ def test_the_published_configs_are_within_the_bounds():
     from stemsplit.families.roformer import read_config
 
     assert [read_config(path).network.dim for path in sorted(CONFIGS.glob("*.yaml"))] == [384, 512, 384]
+
+
+# 1. An input's rate is bounded before the resampler is sized from it
+
+def wav_claiming(path: Path, rate: int, frames: int = 4000) -> Path:
+    """A float32 stereo WAV whose header claims `rate`, the data of a short song."""
+    data = (0.1 * np.sin(np.arange(2 * frames) / 7)).astype("<f4").tobytes()
+    header = b"fmt " + struct.pack("<IHHIIHH", 16, 3, 2, rate % 2**32, rate * 8 % 2**32, 8, 32)
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(header) + 8 + len(data)) + b"WAVE" + header
+                     + b"data" + struct.pack("<I", len(data)) + data)
+    return path
+
+
+@pytest.mark.parametrize("rate", [10**9, 800000, 10])
+def test_an_absurd_input_rate_is_an_input_error(tmp_path, rate):
+    from stemsplit.audio import load_audio
+
+    path = wav_claiming(tmp_path / "odd.wav", rate)
+    with pytest.raises(InputError, match=f"odd.wav claims a sample rate of {rate} Hz; stemsplit reads 1000 to 768000"):
+        load_audio(path)
+
+
+def test_a_high_but_real_input_rate_is_read(tmp_path):
+    from stemsplit.audio import load_audio
+
+    audio, info = load_audio(wav_claiming(tmp_path / "dxd.wav", 352800, frames=35280))
+    assert info.sample_rate == 352800 and audio.shape == (2, 4410)
