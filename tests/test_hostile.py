@@ -6,6 +6,8 @@ never a wrong result, a hang or a traceback."""
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import struct
 import subprocess
 import sys
@@ -252,3 +254,26 @@ def test_a_high_but_real_input_rate_is_read(tmp_path):
 
     audio, info = load_audio(wav_claiming(tmp_path / "dxd.wav", 352800, frames=35280))
     assert info.sample_rate == 352800 and audio.shape == (2, 4410)
+
+
+# 15. A closed or full stdout: exit 4 and one line on stderr, before any work
+
+def stemsplit_with_stdout(redirect: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = " ".join(shlex.quote(str(arg)) for arg in (sys.executable, "-m", "stemsplit", *args))
+    return subprocess.run(["bash", "-c", f"exec {command} {redirect}"], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+
+
+@pytest.mark.parametrize("args", [("models",), ("--stdout", "vocals", "song.wav"), ("--json", "song.wav")])
+def test_a_closed_stdout_is_exit_4_in_one_line_before_any_work(tmp_path, args):
+    wav_claiming(tmp_path / "song.wav", 44100)
+    result = stemsplit_with_stdout(">&-", *args, cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: cannot write to stdout: it is closed"]
+    assert not (tmp_path / "separated").exists()
+
+
+def test_a_full_stdout_is_exit_4_in_one_line(tmp_path):
+    result = stemsplit_with_stdout(">/dev/full", "models", cwd=tmp_path)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: cannot write to stdout: No space left on device"]
