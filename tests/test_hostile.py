@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from stemsplit.hub import VERIFICATIONS, hub_cache
-from stemsplit.errors import InputError, ModelError
+from stemsplit.errors import InputError, ModelError, SettingsError
 from stemsplit.registry import download_bag, is_cached, load_bag
 from stemsplit import unpickling
 from stemsplit.unpickling import load_restricted
@@ -277,3 +277,20 @@ def test_a_full_stdout_is_exit_4_in_one_line(tmp_path):
     result = stemsplit_with_stdout(">/dev/full", "models", cwd=tmp_path)
     assert result.returncode == 4, result.stderr
     assert result.stderr.strip().splitlines() == ["error: cannot write to stdout: No space left on device"]
+
+
+# 14. The API refuses what the CLI refuses: config without checkpoint, a name or repo beside a checkpoint
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"config": "x.yaml"}, "checkpoint and config go together"),
+    ({"checkpoint": "x.ckpt"}, "checkpoint and config go together"),
+    ({"name": "htdemucs", "checkpoint": "x.ckpt", "config": "x.yaml"}, "either checkpoint with config, or"),
+    ({"repo": ".", "checkpoint": "x.ckpt", "config": "x.yaml"}, "either checkpoint with config, or"),
+])
+def test_load_model_refuses_what_it_would_drop(tmp_path, monkeypatch, arguments, message):
+    import stemsplit
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached: no model may load in its place
+    with pytest.raises(SettingsError, match=message):
+        stemsplit.load_model(**arguments, device="cpu")
