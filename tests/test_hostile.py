@@ -6,6 +6,7 @@ never a wrong result, a hang or a traceback."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shlex
 import struct
@@ -19,6 +20,7 @@ from pathlib import Path
 import huggingface_hub.utils._http
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from stemsplit.hub import VERIFICATIONS, hub_cache
@@ -294,3 +296,36 @@ def test_load_model_refuses_what_it_would_drop(tmp_path, monkeypatch, arguments,
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached: no model may load in its place
     with pytest.raises(SettingsError, match=message):
         stemsplit.load_model(**arguments, device="cpu")
+
+
+# 11. Non-finite network output fails that input, naming the model, never silent stems
+
+def poisoned_checkpoint(tmp_path: Path, value: float) -> tuple[Path, Path]:
+    from test_separation import roformer_files
+
+    _, checkpoint, config, _ = roformer_files(tmp_path, 1, 4)
+    state = torch.load(checkpoint)["state_dict"]
+    torch.save({"state_dict": {key: torch.full_like(weight, value) for key, weight in state.items()}}, checkpoint)
+    return checkpoint, config
+
+
+def test_nan_weights_fail_the_input_in_one_line_and_write_nothing(tmp_path):
+    from test_cli import stemsplit, tone
+
+    checkpoint, config = poisoned_checkpoint(tmp_path, float("nan"))
+    sf.write(tmp_path / "song.wav", tone(1.5, 44100), 44100)
+    result = stemsplit("--checkpoint", checkpoint, "--config", config, "song.wav", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and re.fullmatch(r"error: model 'small1' gave \d+ NaN and 0 infinite values for "
+                                             r"this input, so no stems were written; .*", errors[0]), errors
+    assert not list((tmp_path / "out").rglob("*.wav"))
+
+
+def test_infinite_weights_raise_an_input_error_from_the_engine(tmp_path):
+    from stemsplit.separation import separate_tensor
+
+    checkpoint, config = poisoned_checkpoint(tmp_path, float("inf"))
+    bag = load_bag(checkpoint=checkpoint, config=config)
+    with pytest.raises(InputError, match=r"model 'small1' gave \d+ NaN and \d+ infinite values"):
+        separate_tensor(bag, 0.1 * torch.ones(2, 20000))
