@@ -329,3 +329,23 @@ def test_infinite_weights_raise_an_input_error_from_the_engine(tmp_path):
     bag = load_bag(checkpoint=checkpoint, config=config)
     with pytest.raises(InputError, match=r"model 'small1' gave \d+ NaN and \d+ infinite values"):
         separate_tensor(bag, 0.1 * torch.ones(2, 20000))
+
+
+# 12. A local checkpoint is known by its SHA-256, hashed once
+
+def test_a_checkpoint_copied_over_with_the_same_size_and_time_is_another_identity(tmp_path, monkeypatch):
+    from stemsplit import family
+
+    checkpoint, config = tmp_path / "model.ckpt", tmp_path / "model.yaml"
+    checkpoint.write_bytes(b"weights one")
+    config.write_text("model: {}\n")
+    before = family.LocalFiles(checkpoint, config).identity
+    stat = checkpoint.stat()
+    checkpoint.write_bytes(b"weights two")  # what `cp -p other.ckpt model.ckpt` leaves: same size and time
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    hashed = []
+    monkeypatch.setattr(family, "sha256_of", lambda path: hashed.append(path) or f"digest of {path.read_bytes()}")
+    after = family.LocalFiles(checkpoint, config).identity
+    assert after != before and "weights two" in after
+    assert family.LocalFiles(checkpoint, config).identity == after
+    assert hashed == [checkpoint]  # the config's digest and the checkpoint's second were remembered
