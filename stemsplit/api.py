@@ -115,6 +115,7 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     A precision that would run slower than float32 on `device` raises SettingsError (a ValueError); "auto" picks the
     fastest there is (`.settings.precision` says which).
     """
+    _check_model_choice(name, repo, checkpoint, config)
     unknown = sorted(set(settings) - SETTINGS)
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(sorted(SETTINGS))}")
@@ -130,6 +131,14 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     return Separator(bag.for_outputs(names, other_method), decided, names)
+
+
+def _check_model_choice(name: str | None, repo: object, checkpoint: object, config: object) -> None:
+    """As the CLI: `checkpoint` and `config` go together, and leave no model `name` or `repo` to drop."""
+    if (checkpoint is None) != (config is None):
+        raise SettingsError("checkpoint and config go together")
+    if checkpoint is not None and (name is not None or repo is not None):
+        raise SettingsError("give either checkpoint with config, or a model name and/or repo")
 
 
 def _path(value: str | Path | None) -> Path | None:

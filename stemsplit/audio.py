@@ -66,6 +66,9 @@ BLOCK_FRAMES = 1 << 18  # frames held at once when streaming audio (about 6 s at
 # and muxes AAC that newer versions decode short; 9.0 is exact both ways. Versions between are untested.
 EXACT_AAC_FFMPEG = (9, 0)
 FFMPEG_VARIABLE = "STEMSPLIT_FFMPEG"  # the ffmpeg binary to use, whatever its version
+# The input rates read: 1 kHz to 768 kHz (the highest rate of audio interfaces and DSD-to-PCM),
+# checked before the resampler's filters, which grow with the ratio of the rates, are sized from one.
+INPUT_RATES = range(1000, 768001)
 RAW_SAMPLE = np.dtype("<f4")  # temporary files hold float32 frames, channels interleaved
 
 
@@ -183,6 +186,9 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
         native_rate, native_channels, frames = _wav_format(decoded)
         if frames == 0:
             raise InputError(f"{name} contains no audio samples")
+        if native_rate not in INPUT_RATES:
+            raise InputError(f"{name} claims a sample rate of {native_rate} Hz; stemsplit reads "
+                             f"{INPUT_RATES.start} to {INPUT_RATES.stop - 1} Hz")
         if native_channels > 2:
             surround, decoded = decoded, _decode(decoded, name, work, channels=2, cancelled=cancelled)[0]
             surround.unlink()

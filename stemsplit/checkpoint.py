@@ -16,24 +16,69 @@ from .unpickling import load_restricted
 STATE_KEYS = ("state", "state_dict", "model_state_dict", "model")
 
 
+# Bounds on a YAML file, far above any real config (the largest, a BS-RoFormer's, is 3 KB, 120 values,
+# 4 deep) and far below what would take long: aliases ("billion laughs") count as their expanded size.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+
+
 class ConfigLoader(yaml.SafeLoader):
-    """Safe YAML plus `!!python/tuple`, which the community configs use for band widths."""
+    """Safe YAML plus `!!python/tuple`, which the community configs use for band widths,
+    within a nesting depth and a count of values with every alias expanded."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"it nests deeper than {MAX_YAML_DEPTH} levels",
+                                              self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(None, None, f"it holds more than {MAX_YAML_NODES} values "
+                                              "once its aliases are expanded", node.start_mark)
+        return node
 
 
 ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
                              lambda loader, node: tuple(loader.construct_sequence(node)))
 
 
-def read_yaml(path: Path) -> Any:
-    """The data of a YAML config; an unreadable or invalid file is a ModelError naming it."""
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for, each alias counted again (sizes: those known, by node id)."""
+    if id(node) not in sizes:
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [item for pair in node.value for item in pair] if isinstance(node, yaml.MappingNode) else [])
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def read_yaml(path: Path, kind: str = "model config") -> Any:
+    """The data of a YAML file (a `kind`); an unreadable, undecodable, oversized or invalid file
+    is a ModelError naming it."""
     try:
-        with open(path, encoding="utf-8") as file:
-            return yaml.load(file, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+        with open(path, "rb") as file:
+            content = file.read(MAX_YAML_BYTES + 1)
     except OSError as error:
         raise ModelError(f"cannot read {path}: {error.strerror}") from error
+    if len(content) > MAX_YAML_BYTES:
+        raise ModelError(f"{path} is not a valid {kind}: it is larger than {MAX_YAML_BYTES >> 20} MiB")
+    try:
+        return yaml.load(content.decode("utf-8"), Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+    except UnicodeDecodeError as error:
+        raise ModelError(f"{path} is not a valid {kind}: it is not UTF-8 text (byte {error.start})") from error
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
-        raise ModelError(f"{path} is not a valid model config: {problem}") from error
+        raise ModelError(f"{path} is not a valid {kind}: {problem}") from error
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -181,11 +181,19 @@ class ClosedPipe(Exception):
     """stdout's reader went away: the command ends quietly, as a tool killed by SIGPIPE would."""
 
 
+def binary_stdout() -> BinaryIO:
+    """stdout for bytes; an OutputError where it was closed (`>&-`: Python then has no sys.stdout)."""
+    if sys.stdout is None:
+        raise OutputError("cannot write to stdout: it is closed")
+    return sys.stdout.buffer
+
+
 def write_stdout(source: BinaryIO) -> None:
     """Copy `source` to stdout; a closed pipe raises ClosedPipe, any other failure an OutputError."""
+    stdout = binary_stdout()
     try:
-        shutil.copyfileobj(source, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        shutil.copyfileobj(source, stdout)
+        stdout.flush()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing is left to flush at exit
         raise ClosedPipe() from None
@@ -354,6 +362,8 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
                             precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
+        if to_stdout or as_json:
+            binary_stdout()  # before any work, where its result could not be written
         encoding = Encoding(format=audio_format, bit_depth=int(bit_depth), clip_mode=clip_mode, stem_codec=stem_codec)
         options = Options(decide_settings(console, settings, device), encoding, jobs, other_method)
         request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, to_stdout)

@@ -53,10 +53,23 @@ class LocalFiles:
 
     @property
     def identity(self) -> str:
-        """What the files were, for identity records: path, size and time of the checkpoint, the config's SHA-256."""
-        stat = self.checkpoint.stat()
-        config = sha256_of(self.config) if self.config is not None else ""
-        return f"{self.checkpoint.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{config}"
+        """What the files were, for identity records: the SHA-256 of the checkpoint (of each file of a
+        folder) and of the config, so that other weights copied over with the same size and time differ."""
+        files = [self.checkpoint] if self.checkpoint.is_file() else sorted(self.checkpoint.rglob("*"))
+        digests = [cached_sha256(path) for path in files if path.is_file()]
+        config = cached_sha256(self.config) if self.config is not None else ""
+        return f"{self.checkpoint.resolve()}:{','.join(digests)}:{config}"
+
+
+_DIGESTS: dict[tuple[Path, int, int, int], str] = {}  # (path, size, mtime, ctime) -> SHA-256: hashed once
+
+
+def cached_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (path.resolve(), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_of(path)
+    return _DIGESTS[key]
 
 
 PackageBuilder = Callable[[tuple, dict[str, Any]], "Network"]  # a demucs package's (args, kwargs) -> its network

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .catalogue import SHA256_PATTERN
+from .catalogue import COMMIT_PATTERN, SHA256_PATTERN
 from .errors import ModelError
 from .files import sha256_of
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 VERIFICATIONS = "stemsplit-verified.json"  # in a model's cache folder: the commit and SHA-256 of its unpinned files
 HUB_PROBE_SECONDS = 3  # how long the Hub's host may take to accept a connection before a download
+MAX_VERIFICATIONS_BYTES = 1 << 20  # a record of a few files is a few hundred bytes; a longer one is not ours
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
@@ -45,10 +46,32 @@ def files_cached(info: ModelInfo) -> bool:
     """Whether every file of a (non-ensemble) model is in the cache, looked up on disk."""
     verifications = _read_verifications(info)
     for file in info.files:
-        commit = info.revision if file.sha256 else verifications.get(_verification_key(info, file), {}).get("commit")
-        if commit is None or not (_repo_folder(info) / "snapshots" / commit / file.name).is_file():
+        verification = verifications.get(_verification_key(info, file), {})
+        revision = info.revision if file.sha256 else verification.get("commit")
+        if revision is None or _snapshot(info, revision, file.name) is None:
             return False
     return True
+
+
+def _snapshot(info: ModelInfo, revision: str, name: str) -> Path | None:
+    """The cached file `name` at `revision` (a commit, or a branch or tag the cache's refs/ resolve), if there."""
+    commit = revision if COMMIT_PATTERN.fullmatch(revision) else _ref_commit(info, revision)
+    if commit is None:
+        return None
+    path = _repo_folder(info) / "snapshots" / commit / name
+    return path if path.is_file() else None
+
+
+def _ref_commit(info: ModelInfo, revision: str) -> str | None:
+    """The commit the cache's refs/REVISION names, as the Hub client keeps it; None if absent or malformed."""
+    if ".." in revision.split("/"):
+        return None
+    try:
+        with open(_repo_folder(info) / "refs" / revision, "rb") as file:
+            commit = file.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return commit if COMMIT_PATTERN.fullmatch(commit) else None
 
 
 def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
@@ -134,11 +157,21 @@ def _verification_key(info: ModelInfo, file: WeightFile) -> str:
 
 
 def _read_verifications(info: ModelInfo) -> dict[str, dict[str, str]]:
+    """The cache's verifications; an unreadable record, or an entry that is not a commit and a SHA-256, is ignored."""
     try:
-        verifications = json.loads((_repo_folder(info) / VERIFICATIONS).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open(_repo_folder(info) / VERIFICATIONS, "rb") as file:
+            verifications = json.loads(file.read(MAX_VERIFICATIONS_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
-    return verifications if isinstance(verifications, dict) else {}
+    if not isinstance(verifications, dict):
+        return {}
+    return {key: value for key, value in verifications.items() if _is_verification(value)}
+
+
+def _is_verification(value: object) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("commit"), str) and isinstance(value.get("sha256"), str)
+            and COMMIT_PATTERN.fullmatch(value["commit"]) is not None
+            and SHA256_PATTERN.fullmatch(value["sha256"]) is not None)
 
 
 def _write_verification(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -> None:
@@ -155,7 +188,7 @@ def _check_reachable(info: ModelInfo, file: WeightFile, revision: str) -> None:
     """Fail at once when a file to download is on a Hub that does not answer, rather than after
     huggingface_hub's half a minute of retries. Behind a proxy the Hub's host is not probed."""
     proxied = any(os.environ.get(name) for name in PROXY_VARIABLES)
-    if hub_offline() or proxied or (_repo_folder(info) / "snapshots" / revision / file.name).is_file():
+    if hub_offline() or proxied or _snapshot(info, revision, file.name) is not None:
         return
     endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = endpoint.port or (443 if endpoint.scheme == "https" else 80)

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from safetensors import SafetensorError, safe_open
 
 from .bag import Bag, mixed_bag
 from .catalogue import read_catalogue
+from .checkpoint import read_yaml
 from .chunking import FittedSegments
 from .errors import ModelError
 from .families import package_builder, package_classes
 from .files import sha256_of
-from .unpickling import load_restricted, safe_global
+from .unpickling import bounded_fraction, load_restricted, safe_global
 
 if TYPE_CHECKING:
     from .bag import Network
@@ -61,14 +61,14 @@ def load_safetensors(path: Path) -> Network:
         klass = metadata["klass"]
         args = json.loads(metadata["args"], object_hook=_decode_fraction)
         kwargs = json.loads(metadata["kwargs"], object_hook=_decode_fraction)
-    except (KeyError, json.JSONDecodeError) as error:
+    except (KeyError, TypeError, ValueError) as error:  # ValueError: invalid JSON, or an unbounded fraction
         raise ModelError(f"{path} does not describe its model (klass, args, kwargs)") from error
     return _build(klass, args, kwargs, state, path)
 
 
 def _decode_fraction(value: dict[str, Any]) -> Any:
     if value.get("_type") == "fraction":
-        return Fraction(value["numerator"], value["denominator"])
+        return bounded_fraction(value["numerator"], value["denominator"])
     return value
 
 
@@ -181,14 +181,14 @@ def folder_bag(folder: Path, name: str) -> Bag:
 def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fraction | None]:
     """A bag file's signatures, shares (its `weights:` rows, the reference's word) and segment."""
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = read_yaml(path, "bag file")
         signatures = [str(signature) for signature in spec["models"]]
         shares = spec.get("weights")
         if shares is not None:
             shares = [[float(share) for share in row] for row in shares]
         segment = spec.get("segment")
-        segment = None if segment is None else Fraction(str(segment))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as error:
+        segment = None if segment is None else bounded_fraction(str(segment))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"{path} is not a valid bag file (it needs a `models:` list): {error!r}") from error
     if not signatures or not all(NAME_PATTERN.fullmatch(signature) for signature in signatures):
         raise ModelError(f"{path}: `models:` must list model signatures")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .bag import Bag, Network
 from .chunking import Chunk
-from .errors import SettingsError
+from .errors import InputError, SettingsError
 from .precision import Choice, autocast, choose
 
 MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
@@ -260,10 +260,19 @@ def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass
             output = p.take(end)
             for stem, scale in member_scales.items():
                 stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(stem)]
+    check_finite(bag, stems)
     if bag.residual is not None:
         residual = index[bag.residual]
         stems[residual] = torch.as_tensor(mix.read(start, end - start)) - stems.sum(0)
     return stems
+
+
+def check_finite(bag: Bag, stems: torch.Tensor) -> None:
+    """Non-finite stems (weights of NaN, a half-precision overflow) fail this input rather than be written."""
+    nan, inf = int(stems.isnan().sum()), int(stems.isinf().sum())
+    if nan or inf:
+        raise InputError(f"model '{bag.name}' gave {nan} NaN and {inf} infinite values for this input, so no "
+                         "stems were written; check its weights, or try --precision float32")
 
 
 def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, settings: Settings) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import codecs
 import pickle
+import re
 import types
 import zipfile
 from collections import OrderedDict
@@ -23,11 +24,37 @@ from .errors import ModelError
 
 FindGlobal = Callable[[str, str], Any]
 
+# A Fraction from text has short terms and exponents: Fraction("1e2000000000") would compute 10**2000000000.
+FRACTION_TEXT = re.compile(r"[+-]?[0-9]{1,30}(?:/[0-9]{1,30}|(?:\.[0-9]{0,30})?(?:[eE][+-]?[0-9]{1,2})?)")
+FRACTION_TERM_LIMIT = 10**30  # numerators and denominators of real segments are a few digits (39/5)
+
+
+def bounded_fraction(value: int | float | str | Fraction = 0, denominator: int | None = None) -> Fraction:
+    """A Fraction as pickles and configs hold them ("39/5", 39, 5), refusing those that cost more than
+    reading them: long or exponent text, huge terms, non-finite floats."""
+    terms = [value] if denominator is None else [value, denominator]
+    if not all(_short_term(term) for term in terms):
+        raise ValueError(f"{str(value)[:40]!r} is not a plain fraction")
+    try:
+        return Fraction(*terms)
+    except ZeroDivisionError:
+        raise ValueError(f"{str(value)[:40]!r} is a fraction with a zero denominator") from None
+
+
+def _short_term(term: object) -> bool:
+    if isinstance(term, str):
+        return FRACTION_TEXT.fullmatch(term.strip()) is not None
+    if isinstance(term, float):
+        return abs(term) < FRACTION_TERM_LIMIT
+    if isinstance(term, Fraction):
+        return abs(term.numerator) < FRACTION_TERM_LIMIT and term.denominator < FRACTION_TERM_LIMIT
+    return isinstance(term, int) and abs(term) < FRACTION_TERM_LIMIT
+
 SAFE_GLOBALS: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
     ("collections", "OrderedDict"): OrderedDict,
-    ("fractions", "Fraction"): Fraction,
+    ("fractions", "Fraction"): bounded_fraction,
     ("typing", "Any"): Any,
     **{("builtins", name): getattr(builtins, name)
        for name in ("dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool")},

@@ -10,6 +10,7 @@ go over a song as `AlignedChunks` (chunking.py). A single-target model gives its
 from __future__ import annotations
 
 import dataclasses
+import reprlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,15 @@ NETWORK_KEYS = frozenset(field.name for field in dataclasses.fields(RoformerConf
 BOOL_KEYS = frozenset({"stereo", "zero_dc", "skip_connection", "stft_normalized"})
 # Mask estimator depth when the config leaves it out: the networks' own defaults.
 MASK_ESTIMATOR_DEPTH = {"bs_roformer": 2, "mel_band_roformer": 1}
+# Upper bounds on every size a config gives, checked before anything is built or sized from it: about four
+# times the largest published config (viperx's BS-RoFormer ep 317: dim 512, depth 12, 62 bands, stft_n_fft
+# 2048, num_overlap 4; unwa's Mel-Band RoFormer inst: dim_t 1101, 60 bands; 6 stems in BS-RoFormer SW).
+LIMITS = {
+    "dim": 2048, "depth": 48, "time_transformer_depth": 8, "freq_transformer_depth": 8, "heads": 64,
+    "dim_head": 256, "mlp_expansion_factor": 16, "mask_estimator_depth": 8, "num_stems": 32, "num_bands": 512,
+    "stft_n_fft": 16384, "stft_hop_length": 8192, "stft_win_length": 16384, "sample_rate": 192000,
+    "dim_t": 8192, "num_overlap": 32,
+}
 DEFAULT_SAMPLE_RATE = 44100
 DEFAULT_NUM_OVERLAP = 8  # what audio-separator uses when `inference` has no num_overlap
 
@@ -115,7 +125,7 @@ def _sample_rate(audio: dict, model: dict) -> int:
 def _network_config(model: dict) -> RoformerConfig:
     for key, value in model.items():
         if key in NEUTRAL_VALUES and value != NEUTRAL_VALUES[key]:
-            raise ModelError(f"model.{key}={value} is not supported")
+            raise ModelError(f"model.{key}={reprlib.repr(value)} is not supported")
         if key not in NETWORK_KEYS | IGNORED_KEYS | NEUTRAL_VALUES.keys() | {"dim_freqs_in"}:
             raise ModelError(f"model.{key} is not supported")
     if ("freqs_per_bands" in model) == ("num_bands" in model):
@@ -132,7 +142,7 @@ def _network_config(model: dict) -> RoformerConfig:
             values[key] = _integer(model, key, "model")
     network = RoformerConfig(**values)
     if "dim_freqs_in" in model and model["dim_freqs_in"] != network.freqs:
-        raise ModelError(f"model.dim_freqs_in is {model['dim_freqs_in']} but stft_n_fft "
+        raise ModelError(f"model.dim_freqs_in is {reprlib.repr(model['dim_freqs_in'])} but stft_n_fft "
                          f"{network.stft_n_fft} gives {network.freqs} frequencies")
     return network
 
@@ -140,13 +150,16 @@ def _network_config(model: dict) -> RoformerConfig:
 def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> int:
     value = section.get(key)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {value!r}")
+        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {reprlib.repr(value)}")
+    if value > LIMITS[key]:
+        raise ModelError(f"{section_name}.{key} is {reprlib.repr(value)}, more than the {LIMITS[key]} stemsplit "
+                         "allows (about four times the largest published RoFormer)")
     return value
 
 
 def _boolean(section: dict, key: str) -> bool:
     if not isinstance(section[key], bool):
-        raise ModelError(f"model.{key} must be true or false, not {section[key]!r}")
+        raise ModelError(f"model.{key} must be true or false, not {reprlib.repr(section[key])}")
     return section[key]
 
 
