@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,3 +31,26 @@ def tiny_repo(tmp_path_factory) -> Path:
     (folder / "0tiny000.safetensors").write_bytes(safetensors_file(reference, TINY_KWARGS))
     (folder / "tiny.yaml").write_text("models: ['0tiny000']\n")
     return folder
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Run the command in this process with click's runner: no interpreter start and torch import (about 2 s a
+    run), for checks that need no signals, pipes or limits. Its temporary files go to `tmp`."""
+    from click.testing import CliRunner
+
+    from stemsplit.cli import main
+
+    def run(*args: object, tmp: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+        tmp.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+        handler = signal.getsignal(signal.SIGTERM)
+        try:
+            result = CliRunner().invoke(main, list(map(str, args)), input=stdin,
+                                        env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+        finally:
+            signal.signal(signal.SIGTERM, handler)  # the command installs its own
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+    return run

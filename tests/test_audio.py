@@ -16,9 +16,9 @@ import pytest
 import soundfile as sf
 import torch
 
+from helpers import load_audio, read, sdr, write_stems
 from stemsplit import audio
-from stemsplit.audio import (FORMATS, AudioInfo, find_ffmpeg, load_audio, open_song, open_stem_writers, resample,
-                             resample_blocks, write_stems)
+from stemsplit.audio import FORMATS, AudioInfo, find_ffmpeg, open_song, open_stem_writers, resample, resample_blocks
 from stemsplit.errors import FfmpegError, InputError, OutputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -47,15 +47,6 @@ def convert(src: Path, dst: Path, **options) -> Path:
     ffmpeg.input(str(src)).output(str(dst), **options).global_args("-v", "error").overwrite_output().run(
         cmd=FFMPEG, quiet=True)
     return dst
-
-
-def read(path: Path, dtype: str = "float32") -> tuple[np.ndarray, int]:
-    samples, rate = sf.read(path, dtype=dtype, always_2d=True)
-    return samples.T, rate
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return 10 * math.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - estimate) ** 2.0))
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -143,7 +134,7 @@ def test_round_trip_of_band_limited_noise_is_transparent():
     back = resample(resample(x, 48000, 44100), 44100, 48000)
     assert back.shape == x.shape
     away = slice(4800, -4800)
-    assert snr_db(x[:, away].numpy(), back[:, away].numpy()) > 80
+    assert sdr(back[:, away], x[:, away]) > 80
 
 
 def test_resampling_removes_content_above_the_new_nyquist():
@@ -298,7 +289,7 @@ def test_other_rates_come_back_at_their_own_rate_and_length(tmp_path, rate, subt
     assert written_rate == rate and written.shape == (2, frames)
     original, _ = read(tmp_path / "in.wav")
     away = slice(frames // 10, -frames // 10)
-    assert snr_db(original[:, away], written[:, away]) > (45 if subtype == "PCM_16" else 60)
+    assert sdr(written[:, away], original[:, away]) > (45 if subtype == "PCM_16" else 60)
 
 
 @pytest.mark.parametrize("track", SHARED_TRACKS, ids=lambda p: p.parent.name)

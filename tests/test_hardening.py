@@ -16,16 +16,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import (command, environment, error_lines, interrupt_promptly, json_lines, leftovers, read, tone,
+                     wait_for)
 from stemsplit.audio import open_song
 
-from test_robustness import (SOURCES, command, environment, error_lines, files_under, in_process,  # noqa: F401
-                             interrupt_promptly, json_lines, leftovers, tone, wait_for)
+SOURCES = ["drums", "bass", "other", "vocals"]
 
 TINY = ("-n", "tiny")
 
 
 def read_stems(folder: Path, stems=SOURCES) -> dict[str, np.ndarray]:
-    return {stem: sf.read(folder / f"{stem}.wav", dtype="float32")[0] for stem in stems}
+    return {stem: read(folder / f"{stem}.wav")[0] for stem in stems}
 
 
 # 1. --skip-existing skips only stems that came from this input with these settings
@@ -283,9 +284,7 @@ def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
 # 11. Output edges: stdout full or closed, an empty --stdout, a glob matching nothing
 
 def stemsplit_process(*args: object, cwd: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=env,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(command(*args), cwd=cwd, env=environment(), stderr=subprocess.PIPE, text=True, **popen)
 
 
 def test_stdout_on_a_full_device_is_an_output_error(tmp_path, tiny_repo):

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import stemsplit
+from helpers import separate_tensor
 from stemsplit import precision
 from stemsplit.precision import Choice, choose, flags_in
 from stemsplit.registry import load_bag
-from stemsplit.separation import Settings, separate_tensor
+from stemsplit.separation import Settings
 
 AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # Zen 3, Skylake, most laptops
 AVX512_BF16 = AVX2_ONLY | {"avx512f", "avx512_vnni", "avx512_bf16"}  # Zen 4, Cooper Lake

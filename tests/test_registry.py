@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import separate_tensor
 from hub_server import HubServer
 from oracle import perturbed_reference, safetensors_file
 from reference_configs import SMALL_KWARGS
@@ -36,7 +37,6 @@ from stemsplit.registry import (
     load_bag,
     read_catalogue,
 )
-from stemsplit.separation import separate_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHA256 = ROOT.parent / "shared" / "reference" / "weights-sha256.txt"
@@ -562,7 +562,7 @@ def test_unpinned_file_whose_bytes_differ_from_the_hubs_sha256_is_refused(hub, w
 
 
 def test_roformer_from_a_hub_dataset_and_an_ensemble_with_htdemucs(hub, weights, tmp_path, monkeypatch):
-    from test_separation import roformer_files
+    from roformer_oracle import roformer_files
 
     _, checkpoint, config_path, _ = roformer_files(tmp_path, 1, 4)
     hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import (command, environment, error_lines, files_under, interrupt_promptly, json_lines, leftovers,
+                     stemsplit, tone, wait_for)
 from hub_server import HubServer
 from stemsplit.audio import find_ffmpeg
 
@@ -35,93 +36,7 @@ INTERRUPTED = "error: interrupted; no partial stems were left"
 TERMINATED = "error: terminated; no partial stems were left"
 
 
-# Running the command
-
-def environment(tmp: Path, **extra: str) -> dict[str, str]:
-    """The CLI's environment: offline, its temporary files in `tmp` (to check that none are left), wide
-    enough that rich's summary table does not wrap the short input names used here."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp), "COLUMNS": "200"}
-    return {**env, **extra}
-
-
-def command(*args: object) -> list[str]:
-    return [sys.executable, "-m", "stemsplit", *map(str, args)]
-
-
-def stemsplit(*args: object, cwd: Path, tmp: Path, stdin: bytes | None = None, binary: bool = False,
-              **popen: object) -> subprocess.CompletedProcess:
-    """Run the command; stdout stays bytes when `binary`, stderr is always text."""
-    result = subprocess.run(command(*args), cwd=cwd, env=environment(tmp), input=stdin, capture_output=True,
-                            timeout=600, **popen)
-    stdout = result.stdout if binary else result.stdout.decode("utf-8")
-    return subprocess.CompletedProcess(result.args, result.returncode, stdout, result.stderr.decode("utf-8"))
-
-
-@pytest.fixture
-def in_process(monkeypatch):
-    """Run the command in this process with click's runner: no interpreter start and torch import (about 2 s a
-    run), for checks that need no signals, pipes or limits. Its temporary files go to `tmp`."""
-    from click.testing import CliRunner
-
-    from stemsplit.cli import main
-
-    def run(*args: object, tmp: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        tmp.mkdir(parents=True, exist_ok=True)
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-        handler = signal.getsignal(signal.SIGTERM)
-        try:
-            result = CliRunner().invoke(main, list(map(str, args)), input=stdin,
-                                        env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
-        finally:
-            signal.signal(signal.SIGTERM, handler)  # the command installs its own
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-    return run
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def json_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-def leftovers(folder: Path) -> list[Path]:
-    """Temporary stem files (`.NAME.partial-XXXX[.f32]`) anywhere under `folder`."""
-    return sorted(p for p in folder.rglob("*") if ".partial" in p.name)
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
-def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
-            pytest.fail(f"the process exited ({process.returncode}) before {what}: {stderr}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.communicate()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 # Test media
-
-def tone(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.ndarray:
-    frames = int(round(seconds * rate))
-    t = np.arange(frames) / rate
-    rng = np.random.default_rng(seed)
-    columns = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t + c) + 0.02 * rng.standard_normal(frames)
-               for c in range(channels)]
-    return np.stack(columns, axis=1).astype(np.float32)
-
 
 def ffmpeg(*args: object) -> None:
     subprocess.run([find_ffmpeg()[0], "-nostdin", "-v", "fatal", "-y", *map(str, args)], check=True, timeout=300)
@@ -377,20 +292,6 @@ def two_hours(tmp_path_factory) -> Path:
     song = tmp_path_factory.mktemp("two-hours") / "two hours.flac"
     ffmpeg("-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "7200", "-c:a", "flac", song)
     return song
-
-
-def interrupt_promptly(process: subprocess.Popen, signum: int, limit: float = 10) -> str:
-    """Send `signum`; the stderr, once the process has exited, which it must do within `limit` seconds."""
-    signalled = time.monotonic()
-    process.send_signal(signum)
-    try:
-        _, stderr = process.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail(f"still running {limit} s after the signal")
-    print(f"exited {time.monotonic() - signalled:.1f} s after the signal")
-    return stderr.decode()
 
 
 def test_sigint_while_decoding_a_long_input_leaves_no_temporary_files(tmp_path, tiny_repo, two_hours):

@@ -5,17 +5,18 @@ from __future__ import annotations
 import math
 import random
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 import torch
 
-from oracle import model_pair, relative_error
+from helpers import relative_error, sdr, separate_tensor, window
+from oracle import model_pair
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
+from roformer_oracle import roformer_files
 from stemsplit.bag import Bag
 from stemsplit.chunking import CentredSegments
 from stemsplit.registry import demucs_bag, load_bag
-from stemsplit.separation import Settings, separate_tensor, window
+from stemsplit.separation import Settings
 
 
 def reference_separate(models, weights, mix, **options):
@@ -132,32 +133,6 @@ def test_pretrained_configuration_matches_reference_on_30_seconds(name):
 
 
 # Band-split RoFormers: our network in the engine against audio-separator's network in its `demix`
-
-def roformer_files(folder: Path, num_stems: int, num_overlap: int, seed: int = 0):
-    """A small random Mel-Band RoFormer of the oracle's as a community checkpoint and YAML (one-second chunks)."""
-    from roformer_oracle import oracle_network
-    from stemsplit.checkpoint import read_config
-
-    target = "null" if num_stems > 1 else "vocals"
-    config_path = folder / f"small{num_stems}.yaml"
-    config_path.write_text(f"""audio: {{sample_rate: 44100}}
-model: {{dim: 16, depth: 1, stereo: true, num_stems: {num_stems}, num_bands: 8, dim_head: 8, heads: 2,
-        time_transformer_depth: 1, freq_transformer_depth: 1, stft_hop_length: 441, flash_attn: false,
-        attn_dropout: 0.1, ff_dropout: 0.1}}
-training: {{instruments: [vocals, other], target_instrument: {target}}}
-inference: {{dim_t: 101, num_overlap: {num_overlap}}}
-""")
-    config = read_config(config_path)
-    oracle = oracle_network(config.network, seed=seed)
-    checkpoint = folder / f"small{num_stems}.ckpt"
-    torch.save({"state_dict": oracle.state_dict()}, checkpoint)
-    return oracle, checkpoint, config_path, config
-
-
-def sdr(estimate: torch.Tensor, reference: torch.Tensor) -> float:
-    return (10 * torch.log10(reference.double().square().sum()
-                             / (estimate.double() - reference.double()).square().sum())).item()
-
 
 @pytest.mark.parametrize("seconds, num_overlap", [(3.7, 4), (0.4, 4), (2.0, 2), (1.0, 3)])
 def test_single_target_roformer_matches_the_oracle(tmp_path, seconds, num_overlap):

@@ -13,10 +13,10 @@ import torch
 import yaml
 
 from conftest import TINY_KWARGS
+from helpers import read, separate_tensor, stemsplit, tone
 from oracle import perturbed_reference, safetensors_file
 from stemsplit.bag import Bag, Member
 from stemsplit.chunking import AlignedChunks
-from test_cli import stemsplit, tone
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 
@@ -53,12 +53,6 @@ def full_run(tmp_path_factory, specialists, song) -> Path:
 EXACT = ("--bit-depth", "32", "--clip-mode", "none")
 
 
-def read(path: Path) -> np.ndarray:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    assert rate == 44100
-    return audio
-
-
 def networks_run(stderr: str) -> int:
     return int(re.search(r"model: ft, (\d) of its 4 networks needed", stderr)[1])
 
@@ -69,7 +63,7 @@ def test_one_stem_runs_one_network_and_matches_the_full_run(tmp_path, specialist
     assert result.returncode == 0, result.stderr
     assert networks_run(result.stderr) == 1
     assert sorted(p.name for p in (tmp_path / "ft" / "song").iterdir()) == [".vocals.wav.stemsplit.json", "vocals.wav"]
-    np.testing.assert_array_equal(read(tmp_path / "ft" / "song" / "vocals.wav"), read(full_run / "vocals.wav"))
+    np.testing.assert_array_equal(read(tmp_path / "ft" / "song" / "vocals.wav")[0], read(full_run / "vocals.wav")[0])
 
 
 def test_two_stems_minus_runs_one_network_and_nulls_against_the_mix(tmp_path, specialists, song, full_run):
@@ -78,9 +72,9 @@ def test_two_stems_minus_runs_one_network_and_nulls_against_the_mix(tmp_path, sp
     assert result.returncode == 0, result.stderr
     assert networks_run(result.stderr) == 1
     folder = tmp_path / "ft" / "song"
-    vocals, rest = read(folder / "vocals.wav"), read(folder / "no_vocals.wav")
-    np.testing.assert_array_equal(vocals, read(full_run / "vocals.wav"))
-    np.testing.assert_allclose(vocals + rest, read(song), atol=1e-6)
+    vocals, rest = read(folder / "vocals.wav")[0], read(folder / "no_vocals.wav")[0]
+    np.testing.assert_array_equal(vocals, read(full_run / "vocals.wav")[0])
+    np.testing.assert_allclose(vocals + rest, read(song)[0], atol=1e-6)
 
 
 def test_two_stems_add_sums_the_other_stems_of_a_full_run(tmp_path, specialists, song, full_run):
@@ -88,8 +82,8 @@ def test_two_stems_add_sums_the_other_stems_of_a_full_run(tmp_path, specialists,
                        *EXACT, "-v", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert networks_run(result.stderr) == 4
-    others = sum(read(full_run / f"{stem}.wav") for stem in ("drums", "bass", "other"))
-    np.testing.assert_allclose(read(tmp_path / "ft" / "song" / "no_vocals.wav"), others, atol=1e-6)
+    others = sum(read(full_run / f"{stem}.wav")[0] for stem in ("drums", "bass", "other"))
+    np.testing.assert_allclose(read(tmp_path / "ft" / "song" / "no_vocals.wav")[0], others, atol=1e-6)
 
 
 class Constant(torch.nn.Module):
@@ -122,8 +116,6 @@ def test_a_residual_stem_needs_every_network_and_a_computed_one_only_its_own():
 
 
 def test_ensemble_stems_sum_to_the_mix():
-    from stemsplit.separation import separate_tensor
-
     mix = 0.3 * torch.randn(2, 30000, generator=torch.Generator().manual_seed(0))
     stems = separate_tensor(ensemble(), mix)
     torch.testing.assert_close(stems[SOURCES.index("vocals")], 0.5 * mix)
