@@ -25,10 +25,18 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_TRACKS = sorted(SHARED.glob("audio/*/mixture.flac"))
 FFMPEG = find_ffmpeg()[0]
 ENCODERS = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+FFMPEG_VERSION = audio._ffmpeg_version(FFMPEG)
 
 
 def needs_encoder(name: str):
     return pytest.mark.skipif(f" {name} " not in ENCODERS, reason=f"this ffmpeg has no {name} encoder")
+
+
+# stemsplit passes over an ffmpeg older than this for a newer one; one forced on it (STEMSPLIT_FFMPEG, as .ci/run's
+# second pass does with Debian's) must still give AAC the wrong length, or the version rule is out of date.
+inexact_aac_on_old_ffmpeg = pytest.mark.xfail(
+    audio._version_number(FFMPEG_VERSION) < audio.EXACT_AAC_FFMPEG, strict=True,
+    reason=f"ffmpeg {FFMPEG_VERSION} is older than {'.'.join(map(str, audio.EXACT_AAC_FFMPEG))}: inexact AAC lengths")
 
 
 def tones(rate: int, frames: int, freqs=(220.0, 1234.5, 5000.0), channels: int = 2) -> np.ndarray:
@@ -303,7 +311,8 @@ def test_shared_mp3_decodes_to_the_flac_length_and_aligned(track):
 
 @pytest.mark.parametrize("suffix, options", [
     pytest.param(".mp3", {"acodec": "libmp3lame", "audio_bitrate": "192k"}, marks=needs_encoder("libmp3lame")),
-    pytest.param(".m4a", {"acodec": "aac", "audio_bitrate": "192k"}, marks=needs_encoder("aac")),
+    pytest.param(".m4a", {"acodec": "aac", "audio_bitrate": "192k"}, marks=[needs_encoder("aac"),
+                                                                            inexact_aac_on_old_ffmpeg]),
     pytest.param(".ogg", {"acodec": "libvorbis"}, marks=needs_encoder("libvorbis")),
     pytest.param(".opus", {"acodec": "libopus"}, marks=needs_encoder("libopus")),
 ])
@@ -472,7 +481,7 @@ def test_rescale_leaves_quiet_stems_untouched(tmp_path):
     pytest.param("mp3", 44100, marks=needs_encoder("libmp3lame")),
     pytest.param("mp3", 48000, marks=needs_encoder("libmp3lame")),
     pytest.param("ogg", 32000, marks=needs_encoder("libvorbis")),
-    pytest.param("m4a", 48000, marks=needs_encoder("aac")),
+    pytest.param("m4a", 48000, marks=[needs_encoder("aac"), inexact_aac_on_old_ffmpeg]),
 ])
 def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate):
     frames = 2 * rate + 333  # over one Ogg page, see test_lossy_inputs_keep_their_exact_length
@@ -485,12 +494,13 @@ def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
-def test_formats_constant_matches_what_writing_accepts(tmp_path):
-    for format, depths in FORMATS.items():
-        for bits in depths or (16,):
-            write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, 44100, frames=88200, format=format,
-                        bit_depth=bits)
-            assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
+@pytest.mark.parametrize("format", [pytest.param(name, marks=inexact_aac_on_old_ffmpeg) if name == "m4a" else name
+                                    for name in FORMATS])
+def test_formats_constant_matches_what_writing_accepts(tmp_path, format):
+    for bits in FORMATS[format] or (16,):
+        write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, 44100, frames=88200, format=format,
+                    bit_depth=bits)
+        assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
 
 
 
