@@ -44,3 +44,13 @@ def test_readme_first_command_installs_the_checkout_by_that_name():
     first_command = next(line for line in readme.splitlines() if line.startswith("python3 -m venv"))
     assert ".venv/bin/pip install -q torch==2.13.0 ./ && .venv/bin/stemsplit song.mp3" in first_command
     assert f"as the distribution **`{NAME}`**" in readme
+
+
+def test_ci_runs_the_readme_test_command_first():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    test_command = [line for line in readme.splitlines() if line.startswith("python3 -m venv")][1]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    commands = [line for line in ci.splitlines() if line.startswith(test_command)]
+    assert test_command.endswith(".venv/bin/python -m pytest -q")
+    assert commands == [f"{test_command} || failed=1"]
+    assert ci.index(test_command) < ci.index("STEMSPLIT_FFMPEG=")
