@@ -1,3 +1,5 @@
+"""`python -m stemsplit`: the command line."""
+
 from .cli import main
 
 main()

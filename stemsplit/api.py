@@ -5,18 +5,17 @@ from __future__ import annotations
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 import soundfile as sf
 
-from .batch import temporary_prefix
 from .audio import open_song, to_input_rate
-from .bag import Bag
-from .precision import choose
-from .registry import load_bag
+from .bag import OTHER_METHODS, Bag, output_names, pick_outputs
 from .errors import InputError, SettingsError
-from .separation import Settings, check_settings, resolve_device, separate_stream
+from .files import temporary_prefix
+from .registry import load_bag
+from .separation import Decided, Settings, decide, resolve_device, separate_stream
 
 AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
 SETTINGS = frozenset(setting.name for setting in fields(Settings))
@@ -29,19 +28,20 @@ class Separated(NamedTuple):
 
 
 class Separator:
-    """A loaded model with its settings, ready to separate many songs."""
+    """A loaded model with its settings decided, ready to separate many songs into `stems`."""
 
-    def __init__(self, bag: Bag, device: str, settings: Settings):
-        try:
-            check_settings(bag, settings, device)
-            settings = replace(settings, precision=choose(settings.precision, device).precision)  # "auto" decided once
-        except (ValueError, TypeError) as exc:
-            raise SettingsError(str(exc)) from None
-        self.bag, self.device, self.settings = bag, device, settings
+    def __init__(self, bag: Bag, decided: Decided, stems: list[str] | None = None):
+        decided.check(bag)
+        self.bag, self.decided = bag, decided
+        self.stems = stems or list(bag.stems)
 
     @property
-    def stems(self) -> list[str]:
-        return self.bag.stems
+    def settings(self) -> Settings:
+        return self.decided.settings
+
+    @property
+    def device(self) -> str:
+        return self.decided.device
 
     def separate(self, source: AudioSource) -> Separated:
         """Stems of a file path, the bytes of an audio file, or a `(samples, rate)` pair where samples
@@ -50,12 +50,13 @@ class Separator:
         with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
             path = as_file(source, Path(folder))
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
-                blocks = list(separate_stream(self.bag, song, self.settings, self.device))
+                blocks = [pick_outputs(block, self.bag.stems, self.stems)
+                          for block in separate_stream(self.bag, song, self.decided)]
                 info = song.info
         channels = self.bag.audio_channels
         stems = {name: np.concatenate(list(to_input_rate((block[index].numpy() for block in blocks), channels,
                                                          self.bag.samplerate, info.sample_rate, info.frames)), axis=1)
-                 for index, name in enumerate(self.bag.stems)}
+                 for index, name in enumerate(self.stems)}
         return Separated(stems, info.sample_rate)
 
 
@@ -103,10 +104,13 @@ def channels_first(samples: np.ndarray) -> np.ndarray:
 
 
 def load_model(name: str | None = None, *, repo: str | Path | None = None, checkpoint: str | Path | None = None,
-               config: str | Path | None = None, device: str = "auto", **settings: object) -> Separator:
-    """The named model (default `htdemucs`), or a local RoFormer `checkpoint` with its YAML `config`,
-    on `device` ("auto", "cpu", "cuda", "mps").
+               config: str | Path | None = None, device: str = "auto", stems: Sequence[str] = (),
+               two_stems: str | None = None, other_method: str = "add", **settings: object) -> Separator:
+    """The named model (default `htdemucs`), or local `checkpoint` files (a RoFormer's with its YAML
+    `config`), on `device` ("auto", "cpu", "cuda", "mps").
 
+    `stems` keeps only those stems; `two_stems="vocals"` gives vocals and no_vocals, the sum of the other
+    stems (`other_method="add"`) or the mix minus vocals ("minus": only the networks vocals need run).
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
     A precision that would run slower than float32 on `device` raises SettingsError (a ValueError); "auto" picks the
     fastest there is (`.settings.precision` says which).
@@ -114,12 +118,18 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     unknown = sorted(set(settings) - SETTINGS)
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(sorted(SETTINGS))}")
+    if other_method not in OTHER_METHODS:
+        raise SettingsError(f"other_method must be one of {', '.join(OTHER_METHODS)}, not {other_method!r}")
     try:
-        device = resolve_device(device)
-    except ValueError as exc:
+        decided = decide(replace(Settings(), **settings), resolve_device(device))
+    except TypeError as exc:
         raise SettingsError(str(exc)) from None
     bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
-    return Separator(bag, device, replace(Settings(), **settings))
+    try:
+        names = output_names(bag.stems, stems, two_stems)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return Separator(bag.for_outputs(names, other_method), decided, names)
 
 
 def _path(value: str | Path | None) -> Path | None:

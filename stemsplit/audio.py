@@ -1,4 +1,4 @@
-"""Audio in and out: decode anything ffmpeg reads, resample, and write stems atomically.
+"""Audio in and out: decode anything ffmpeg reads, resample, and write stems as an `Encoding` says, all at once.
 
 Songs and stems stream through temporary files block by block, so memory does not grow with their length.
 """
@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -28,8 +28,8 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from .batch import partial_name, temporary_prefix
 from .errors import FfmpegError, InputError, OutputError
+from .files import output_error, publishing, temporary_prefix
 
 # Extensions picked up when a folder is given. Video containers are left out on purpose:
 # they can still be separated when named explicitly.
@@ -422,9 +422,28 @@ def prevent_clipping(audio: np.ndarray, mode: str, peak: float) -> np.ndarray:
     return audio
 
 
-def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
-    """Raise OutputError if `format` cannot store `bit_depth`, InputError if it cannot store the input's
-    `sample_rate` (a failure of that input alone)."""
+@dataclass(frozen=True)
+class Encoding:
+    """How stems are written: `rate` and `channels` of the file, its `format` (one of FORMATS, or "stem" for a
+    Native Instruments stem file, of `stem_codec`), `bit_depth` (lossless formats), `bitrate` in kbit/s (lossy
+    ones), how clipping is avoided (one of CLIP_MODES) and the `tags` (see TAG_KEYS) it stores where it can."""
+
+    rate: int = 44100
+    channels: int = 2
+    format: str = "wav"
+    bit_depth: int = 24
+    bitrate: int = 320
+    clip_mode: str = "rescale"
+    stem_codec: str = "aac"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def check_output(encoding: Encoding) -> None:
+    """Raise OutputError if `encoding.format` cannot store its bit depth, InputError if it cannot store
+    its rate (the input's: a failure of that input alone)."""
+    format, bit_depth, sample_rate = encoding.format, encoding.bit_depth, encoding.rate
+    if encoding.clip_mode not in CLIP_MODES:
+        raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {encoding.clip_mode!r}")
     if format not in FORMATS:
         raise OutputError(f"unknown output format {format!r}; choose from {', '.join(FORMATS)}")
     if FORMATS[format] and bit_depth not in FORMATS[format]:
@@ -436,121 +455,59 @@ def check_output(format: str, sample_rate: int, bit_depth: int = 16) -> None:
 class StemWriters:
     """Collects each stem, block by block, in a raw temporary file next to its destination."""
 
-    def __init__(self, paths: Sequence[Path], files: Sequence[BinaryIO]):
-        self.paths = paths
+    def __init__(self, outputs: Mapping[Path, Encoding], files: Sequence[BinaryIO]):
+        self.paths = list(outputs)
+        self.encodings = list(outputs.values())
         self.files = files
-        self.channels: list[int | None] = [None] * len(paths)
-        self.peaks = [0.0] * len(paths)
+        self.written = [False] * len(files)
+        self.peaks = [0.0] * len(files)
 
     def write(self, blocks: Sequence[np.ndarray]) -> None:
         """Append one float32 `(channels, n)` block to each stem, in the order of the paths."""
         if len(blocks) != len(self.paths):
             raise ValueError(f"expected one block for each of the {len(self.paths)} stems, got {len(blocks)}")
-        for index, block in enumerate(blocks):
-            if block.ndim != 2 or self.channels[index] not in (None, block.shape[0]):
-                raise ValueError(f"stem audio must be (channels, samples) with the same channels throughout, "
+        for encoding, block in zip(self.encodings, blocks):
+            if block.ndim != 2 or block.shape[0] != encoding.channels:
+                raise ValueError(f"stem audio must be (channels, samples) with {encoding.channels} channels, "
                                  f"got shape {block.shape}")
         for index, (path, file, block) in enumerate(zip(self.paths, self.files, blocks)):
-            self.channels[index] = block.shape[0]
+            self.written[index] = True
             self.peaks[index] = max(self.peaks[index], float(np.abs(block).max(initial=0.0)))
             try:
                 _append_raw(file, block)
             except OSError as exc:
-                raise _output_error(path, exc) from None
+                raise output_error(path, exc) from None
 
 
 @contextmanager
-def open_stem_writers(paths: Sequence[Path], sample_rate: int, *, frames: int, source_rate: int = 44100,
-                      format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                      tags: Sequence[Mapping[str, str]] | None = None, jobs: int = 1,
+def open_stem_writers(outputs: Mapping[Path, Encoding], *, frames: int, source_rate: int = 44100, jobs: int = 1,
                       record: tuple[Path, str] | None = None) -> Iterator[StemWriters]:
-    """Stems to write, given block by block at `source_rate`, saved at `sample_rate` with exactly `frames`.
+    """Stems to write, given block by block at `source_rate`, each saved at its path as its encoding says
+    with exactly `frames` frames.
 
-    When the context exits normally each stem is resampled, clipped (its peak over the whole
-    song sets the "rescale" factor) and encoded to a temporary name; all are renamed into place
-    only once all are written. On any failure, or an exception in the context's body (Ctrl-C
-    included), nothing is renamed and the temporaries are removed. `bitrate` (kbit/s) is for
-    lossy formats; `tags` (one mapping per path, see TAG_KEYS) are written where the format can store them;
-    `jobs` stems are finished at once. `record` (path, text) is written last, once every stem is in place;
-    an earlier record at that path is removed before any stem is replaced.
+    When the context exits normally each stem is resampled, clipped (its peak over the whole song sets
+    the "rescale" factor) and encoded to a temporary name, `jobs` stems at once; then all are published
+    with `record` (see `files.publishing`). On any failure nothing is renamed and nothing stays behind.
     """
-    if clip_mode not in CLIP_MODES:
-        raise ValueError(f"clip_mode must be one of {CLIP_MODES}, got {clip_mode!r}")
-    check_output(format, sample_rate, bit_depth)
-    paths = [Path(path) for path in paths]
-    temporaries = {path: partial_name(path) for path in paths}
-    leftovers: list[Path] = []  # temporaries to remove unless they end up in place
-    new_folders = sorted({folder for path in paths for folder in (path.parent, *path.parent.parents)
-                          if not folder.exists()}, key=lambda folder: len(folder.parts), reverse=True)
-    renamed = False
-    try:
-        with ExitStack() as files:
-            raws = []
-            for temporary in temporaries.values():
-                raw = temporary.with_name(f"{temporary.name}.f32")
-                raws.append(files.enter_context(_create(raw)))
-                leftovers.append(raw)
-            writers = StemWriters(paths, raws)
-            yield writers
+    outputs = {Path(path): encoding for path, encoding in outputs.items()}
+    for encoding in outputs.values():
+        check_output(encoding)
+    with publishing(outputs, record) as temporaries, ExitStack() as files:
+        raws = [files.enter_context(_raw_file(temporary)) for temporary in temporaries.values()]
+        writers = StemWriters(outputs, raws)
+        yield writers
 
-            def finish(index: int) -> None:
-                path, raw, channels = paths[index], raws[index], writers.channels[index]
-                if channels is None:
-                    raise ValueError(f"no audio was written for {path}")
-                blocks = to_input_rate(_raw_blocks(raw, channels, path), channels, source_rate, sample_rate, frames)
-                blocks = (prevent_clipping(block, clip_mode, writers.peaks[index]) for block in blocks)
-                _encode(blocks, temporaries[path], path, sample_rate, channels, format, bit_depth, bitrate,
-                        dict(tags[index]) if tags else {})
-                raw.truncate(0)  # its disk space is free for the next stem
+        def finish(index: int) -> None:
+            path, encoding, raw = writers.paths[index], writers.encodings[index], raws[index]
+            if not writers.written[index]:
+                raise ValueError(f"no audio was written for {path}")
+            blocks = to_input_rate(_raw_blocks(raw, encoding.channels, path), encoding.channels, source_rate,
+                                   encoding.rate, frames)
+            blocks = (prevent_clipping(block, encoding.clip_mode, writers.peaks[index]) for block in blocks)
+            _encode(blocks, temporaries[path], path, encoding)
+            raw.truncate(0)  # its disk space is free for the next stem
 
-            leftovers.extend(temporaries.values())
-            _run_all(finish, len(paths), jobs)
-        if record is not None:
-            record_temporary = partial_name(record[0])
-            leftovers.append(record_temporary)
-            _write_text(record_temporary, record[1])
-            temporaries[record[0]] = record_temporary
-            _unlink(record[0])
-        _rename_all(temporaries)
-        renamed = True
-    finally:
-        for temporary in leftovers:
-            temporary.unlink(missing_ok=True)
-        if not renamed:
-            for folder in new_folders:  # deepest first: the folders made for stems that never came
-                with suppress(OSError):
-                    folder.rmdir()
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise _output_error(path, exc) from None
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as exc:
-        raise _output_error(path, exc) from None
-
-
-def _rename_all(temporaries: Mapping[Path, Path]) -> None:
-    """Rename each temporary to its path, in order; if one fails, those already renamed are removed too."""
-    placed = []
-    try:
-        for path, temporary in temporaries.items():
-            try:
-                os.replace(temporary, path)
-            except OSError as exc:
-                raise _output_error(path, exc) from None
-            placed.append(path)
-    except BaseException:
-        for path in placed:
-            with suppress(OSError):
-                path.unlink()
-        raise
+        _run_all(finish, len(raws), jobs)
 
 
 def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
@@ -569,22 +526,19 @@ def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
 
 
 @contextmanager
-def _create(path: Path) -> Iterator[BinaryIO]:
-    """A new file at `path` open for writing and reading back, its folder made if needed; failing
-    early and clearly where the place is unwritable."""
+def _raw_file(temporary: Path) -> Iterator[BinaryIO]:
+    """A new raw file beside `temporary`, open for writing and reading back, removed when done with;
+    failing early and clearly where the place is unwritable."""
+    path = temporary.with_name(f"{temporary.name}.f32")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         file = path.open("x+b")
     except OSError as exc:
         raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-    with file:
-        yield file
-
-
-def _output_error(path: Path, exc: Exception) -> OutputError:
-    """"cannot write PATH: REASON", with the bare reason of an OSError ("No space left on device")."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-    return OutputError(f"cannot write {path}: {reason}")
+    try:
+        with file:
+            yield file
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def to_input_rate(blocks: Iterable[np.ndarray], channels: int, source_rate: int, sample_rate: int,
@@ -600,22 +554,21 @@ def to_input_rate(blocks: Iterable[np.ndarray], channels: int, source_rate: int,
         yield np.zeros((channels, min(BLOCK_FRAMES, frames - start)), np.float32)
 
 
-def _encode(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int, format: str,
-            bit_depth: int, bitrate: int, tags: dict[str, str]) -> None:
-    """Write float `(channels, n)` blocks to `temporary` as `format`; errors name the final `path`."""
-    if format in ("wav", "flac"):
-        _encode_soundfile(blocks, temporary, path, sample_rate, channels, format, bit_depth, tags)
+def _encode(blocks: Iterable[np.ndarray], temporary: Path, path: Path, encoding: Encoding) -> None:
+    """Write float `(channels, n)` blocks to `temporary` as `encoding` says; errors name the final `path`."""
+    if encoding.format in ("wav", "flac"):
+        _encode_soundfile(blocks, temporary, path, encoding)
     else:
-        _encode_ffmpeg(blocks, temporary, path, sample_rate, channels, format, bitrate, tags)
+        _encode_ffmpeg(blocks, temporary, path, encoding)
 
 
-def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
-                      format: str, bit_depth: int, tags: dict[str, str]) -> None:
+def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path, encoding: Encoding) -> None:
+    bit_depth = encoding.bit_depth
     subtype = "FLOAT" if bit_depth == 32 else f"PCM_{bit_depth}"
     try:
-        with sf.SoundFile(os.fsencode(temporary), "w", sample_rate, channels, subtype,  # bytes: any name
-                          format=format.upper()) as file:
-            for key, value in tags.items():
+        with sf.SoundFile(os.fsencode(temporary), "w", encoding.rate, encoding.channels, subtype,  # bytes: any name
+                          format=encoding.format.upper()) as file:
+            for key, value in encoding.tags.items():
                 if key in SOUNDFILE_TAGS:
                     setattr(file, SOUNDFILE_TAGS[key], value)
             for block in blocks:
@@ -623,7 +576,7 @@ def _encode_soundfile(blocks: Iterable[np.ndarray], temporary: Path, path: Path,
     except (OSError, sf.SoundFileRuntimeError) as exc:
         # libsndfile reports a full disk as a bare "System error.".
         full = shutil.disk_usage(temporary.parent).free < BLOCK_FRAMES * RAW_SAMPLE.itemsize
-        raise _output_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else exc) from None
+        raise output_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if full else exc) from None
 
 
 def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:
@@ -639,16 +592,15 @@ def _pcm(samples: np.ndarray, bit_depth: int) -> np.ndarray:
     return ints.astype(np.int16) if bit_depth == 16 else ints.astype(np.int32) << 8  # soundfile: top 24 bits
 
 
-def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, sample_rate: int, channels: int,
-                   format: str, bitrate: int, tags: dict[str, str]) -> None:
-    muxer, codec = LOSSY_CODECS[format]
-    quality = ["-q:a", str(VORBIS_QUALITY)] if format == "ogg" else ["-b:a", f"{bitrate}k"]
+def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, encoding: Encoding) -> None:
+    muxer, codec = LOSSY_CODECS[encoding.format]
+    quality = ["-q:a", str(VORBIS_QUALITY)] if encoding.format == "ogg" else ["-b:a", f"{encoding.bitrate}k"]
     # Tags go through an ffmetadata file: on the command line a long one would exceed the system's limit.
     with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         metadata = Path(folder) / "metadata.txt"
-        metadata.write_text(_ffmetadata(tags), encoding="utf-8")
+        metadata.write_text(_ffmetadata(encoding.tags), encoding="utf-8")
         command = [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error",
-                   "-f", "f32le", "-ar", str(sample_rate), "-ac", str(channels), "-i", "pipe:",
+                   "-f", "f32le", "-ar", str(encoding.rate), "-ac", str(encoding.channels), "-i", "pipe:",
                    "-f", "ffmetadata", "-i", f"file:{metadata}", "-map", "0:a", "-map_metadata", "1",
                    "-f", muxer, "-c:a", codec, *quality, "-y", f"file:{temporary}"]
         _pipe_to_ffmpeg(command, blocks, path, Path(folder) / "log.txt")
@@ -695,7 +647,7 @@ def _raw_blocks(file: BinaryIO, channels: int, path: Path) -> Iterator[np.ndarra
         try:
             block = _read_raw(file, channels, BLOCK_FRAMES)
         except OSError as exc:
-            raise _output_error(path, exc) from None
+            raise output_error(path, exc) from None
         if not block.shape[1]:
             return
         yield block

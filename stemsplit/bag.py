@@ -1,16 +1,20 @@
 """A bag: the networks whose outputs make one model's stems.
 
 Words used throughout: a *model* is what a user picks by name (a catalogue entry or a
-local checkpoint); a *network* is one nn.Module; a *bag* is the loaded networks of a
-model with how much each contributes to each stem. A bag may also have a *residual*
-stem, the mix minus all its other stems (the second stem of a single-target RoFormer,
-or `other` in an ensemble that takes the rest from specialists).
+local checkpoint); a *network* is one nn.Module; a *family* is one architecture, with how its
+networks are loaded and go over a song (stemsplit/families/); a *bag* is the loaded networks
+of a model with each one's *shares*, how much its output counts in each stem. A bag may also
+have a *residual* stem, the mix minus all its other stems (the second stem of a single-target
+RoFormer, or `other` in an ensemble that takes the rest from specialists).
+
+The stems written are the bag's, or `no_X`: everything but X, either the sum of the other
+stems or (the `minus` method) a residual, the mix minus X.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 from .errors import ModelError
 
@@ -19,11 +23,14 @@ if TYPE_CHECKING:  # listing models must not import torch
 
     from .chunking import Chunking
 
+OTHER_METHODS = ("add", "minus")
+
 
 class Network(Protocol):
     """What the engine needs of a network: (batch, channels, samples) in, (batch, sources,
     channels, samples) out, at its rate, cut into chunks by its family's procedure."""
 
+    family: str
     samplerate: int
     audio_channels: int
     sources: list[str]
@@ -35,7 +42,7 @@ class Network(Protocol):
 @dataclass
 class Member:
     network: Network
-    weights: dict[str, float]  # stem of the bag -> weight of the network's output of that name
+    shares: dict[str, float]  # stem of the bag -> share of the network's output of that name
 
 
 @dataclass
@@ -56,10 +63,10 @@ class Bag:
                 raise ModelError(f"the networks of model '{self.name}' disagree on sample rate or channels, "
                                  "so they cannot be mixed")
         for stem in self.computed_stems:
-            if not any(member.weights.get(stem) for member in self.members):
+            if not any(member.shares.get(stem) for member in self.members):
                 raise ModelError(f"no network of model '{self.name}' gives its stem '{stem}'")
         for member in self.members:
-            missing = [stem for stem in member.weights if stem not in member.network.sources]
+            missing = [stem for stem in member.shares if stem not in member.network.sources]
             if missing:
                 raise ModelError(f"a network of model '{self.name}' has no output '{missing[0]}'")
 
@@ -72,6 +79,10 @@ class Bag:
         return self.members[0].network.audio_channels
 
     @property
+    def families(self) -> set[str]:
+        return {member.network.family for member in self.members}
+
+    @property
     def computed_stems(self) -> list[str]:
         """The stems the networks give; the residual, if any, is derived from them."""
         return [stem for stem in self.stems if stem != self.residual]
@@ -82,13 +93,67 @@ class Bag:
         wanted = [stem for stem in stems if stem != residual]
         if self.residual in wanted:  # it needs every other stem
             return self
-        members = [Member(m.network, {s: w for s, w in m.weights.items() if s in wanted and w})
+        members = [Member(m.network, {s: w for s, w in m.shares.items() if s in wanted and w})
                    for m in self.members]
-        members = [m for m in members if m.weights]
+        members = [m for m in members if m.shares]
         return Bag(self.name, list(stems), members, residual, self.identity)
 
+    def for_outputs(self, names: list[str], other_method: str = "add") -> Bag:
+        """The part of the bag that the outputs `names` need: `no_X` by the `minus` method is the mix minus X,
+        a residual needing only X's networks; by `add` it is the sum of the other stems, needing them all."""
+        derived = [name for name in names if name not in self.stems]
+        if not derived:
+            return self.needing(names)
+        if other_method == "minus":
+            return self.needing(names, residual=derived[0])
+        return self.needing(self.stems)
+
     def scales(self) -> list[dict[str, float]]:
-        """Per member, the share of its output in each computed stem (weights normalised per stem)."""
-        totals = {stem: sum(m.weights.get(stem, 0.0) for m in self.members) for stem in self.computed_stems}
-        return [{stem: weight / totals[stem] for stem, weight in m.weights.items() if weight and stem in totals}
+        """Per member, the share of its output in each computed stem (shares normalised per stem)."""
+        totals = {stem: sum(m.shares.get(stem, 0.0) for m in self.members) for stem in self.computed_stems}
+        return [{stem: share / totals[stem] for stem, share in m.shares.items() if share and stem in totals}
                 for m in self.members]
+
+
+def output_names(stems: Sequence[str], wanted: Sequence[str] = (), two_stems: str | None = None) -> list[str]:
+    """The outputs asked for: the model's stems, a subset, or STEM and no_STEM; a ValueError names an unknown stem."""
+    asked = [two_stems] if two_stems else list(wanted)
+    unknown = [stem for stem in asked if stem not in stems]
+    if unknown:
+        raise ValueError(f"unknown stem {unknown[0]!r}; this model has {', '.join(stems)}")
+    if two_stems:
+        return [two_stems, f"no_{two_stems}"]
+    return asked or list(stems)
+
+
+def pick_outputs(separated: torch.Tensor, stems: list[str], names: list[str]) -> list[torch.Tensor]:
+    """One (channels, samples) block per output name from a bag's (stems, channels, samples) block;
+    `no_X` that the bag does not give is the sum of its stems but X."""
+    outputs = []
+    for name in names:
+        if name in stems:
+            outputs.append(separated[stems.index(name)])
+        else:
+            outputs.append(separated[[i for i, stem in enumerate(stems) if stem != name[3:]]].sum(0))
+    return outputs
+
+
+def mixed_bag(name: str, networks: list[Network], shares: list[Sequence[float] | None], identity: str) -> Bag:
+    """Networks of the same sources mixed with per-stem shares (all 1 where none are given)."""
+    sources = list(networks[0].sources)
+    if any(list(network.sources) != sources for network in networks):
+        raise ModelError(f"the networks of model '{name}' disagree on sources, so they cannot be mixed")
+    if any(row is not None and len(row) != len(sources) for row in shares):
+        raise ModelError(f"model '{name}' needs {len(sources)} weights (one per source) for each network")
+    members = [Member(network, dict(zip(sources, row or [1.0] * len(sources))))
+               for network, row in zip(networks, shares)]
+    return Bag(name, sources, members, identity=identity)
+
+
+def single_network_bag(name: str, network: Network, identity: str) -> Bag:
+    """One network's stems; a single-target network gives its target and `no_{target}`, the mix minus the target."""
+    shares = {source: 1.0 for source in network.sources}
+    if len(network.sources) == 1:
+        target = network.sources[0]
+        return Bag(name, [target, f"no_{target}"], [Member(network, shares)], f"no_{target}", identity)
+    return Bag(name, list(network.sources), [Member(network, shares)], identity=identity)

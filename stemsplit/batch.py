@@ -1,72 +1,23 @@
-"""Planning a batch: the {track} name of each input, and the identity records that let
-`--skip-existing` skip only stems that provably came from this input, model and settings."""
+"""Planning a batch: which inputs there are, where each one's outputs go (its {track} name and stem
+paths), which inputs are refused, and the identity records that let `--skip-existing` skip only
+stems that provably came from this input, model and settings."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
-import re
-import shutil
-import socket
-import tempfile
-import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import OutputError
-from .hub import sha256_of
+from .errors import SettingsError
+from .files import sha256_of
 
 RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
 NAME_MAX = 255  # bytes in one path component on common file systems
-# Temporary files and folders name the host and process that made them, so that a later run can tell
-# those of a killed run (same host, process gone) from those of a run still going, here or elsewhere.
-HOST = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-PARTIAL_FILE = re.compile(r"^\..*\.partial-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[0-9a-f]{8}(\.f32)?$")
-TEMPORARY_FOLDER = re.compile(r"^stemsplit-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-")
-
-
-def partial_name(path: Path) -> Path:
-    """A hidden temporary name beside `path`, short enough for any file system, naming this process."""
-    return path.parent / f".{path.name[:64]}.partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def temporary_prefix() -> str:
-    """The prefix of this process's temporary folders."""
-    return f"stemsplit-{HOST}-{os.getpid()}-"
-
-
-def remove_stale(folders: set[Path]) -> None:
-    """Remove the partial stems in `folders`, and our temporary folders in the temporary directory,
-    that runs killed on this host left behind (SIGKILL, power loss: no clean-up ran)."""
-    for folder in folders:
-        for entry in _entries(folder):
-            if PARTIAL_FILE.match(entry.name) and _abandoned(PARTIAL_FILE.match(entry.name)):
-                entry.unlink(missing_ok=True)
-    for entry in _entries(Path(tempfile.gettempdir())):
-        found = TEMPORARY_FOLDER.match(entry.name)
-        if found and _abandoned(found) and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except OSError:
-        return []
-
-
-def _abandoned(found: re.Match) -> bool:
-    if found["host"] != HOST:
-        return False
-    try:
-        os.kill(int(found["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, someone else's
-        return False
-    return False
 
 
 def safe_name(name: str) -> str:
@@ -116,31 +67,6 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def forget_record(record: tuple[Path, str] | None) -> None:
-    """Remove a record before its stems are replaced, so that a failure cannot leave it vouching for them."""
-    if record is not None:
-        try:
-            record[0].unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # nothing to forget; whether the place is writable is for the stems to find out
-        except OSError as exc:
-            raise OutputError(f"cannot write {record[0]}: {exc.strerror or exc}") from None
-
-
-def write_record(record: tuple[Path, str] | None) -> None:
-    """Write a record (path, text) atomically, once its stems are in place."""
-    if record is None:
-        return
-    path, text = record
-    temporary = partial_name(path)
-    try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError as exc:
-        temporary.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
 def record_path(paths: Mapping[str, Path]) -> Path:
     first = next(iter(paths.values()))
     return first.with_name(f".{truncate(first.name, NAME_MAX - len(RECORD_SUFFIX) - 1)}{RECORD_SUFFIX}")
@@ -162,3 +88,103 @@ def already_done(input_name: str, model: str, settings: Mapping[str, object], pa
         return written == record_text(sha256_of(Path(input_name)), model, settings, paths)
     except (OSError, UnicodeDecodeError):
         return False
+
+
+# Inputs
+
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs found, in order, and those refused with why (a refused input fails on its own)."""
+
+    names: list[str]
+    refusals: dict[str, str]
+
+
+def find_inputs(items: Sequence[str], out: Path | None, extensions: frozenset[str]) -> Inputs:
+    """Files as given, glob patterns expanded, folders replaced by the audio files inside them (recursively,
+    sorted, hidden ones skipped); a folder walk or a glob takes nothing inside the output folder `out`,
+    so that a rerun never takes the stems of any model for inputs."""
+    names: list[str] = []
+    refusals: dict[str, str] = {}
+
+    def outside(path: Path) -> bool:
+        return out is None or not inside(path, out)
+
+    def wanted(found: Path, root: Path) -> bool:
+        return (found.is_file() and found.suffix.lower() in extensions and outside(found)
+                and not any(part.startswith(".") for part in found.relative_to(root).parts))
+
+    def found_none(item: str, why: str) -> None:
+        names.append(item)
+        refusals[item] = f"{item}: {why}"
+
+    for item in items:
+        path = Path(item)
+        if item != "-" and not path.exists() and glob.has_magic(item):
+            matches = sorted(Path(match) for match in glob.glob(item, recursive=True))
+            audio = [str(m) for m in matches if wanted(m, m.parent)] + [
+                str(f) for m in matches if m.is_dir() for f in sorted(m.rglob("*")) if wanted(f, m)]
+            names += audio
+            if not audio:
+                found_none(item, "matches no audio outside the output folder" if matches else "no such file")
+        elif item != "-" and path.is_dir():
+            audio = sorted(str(found) for found in path.rglob("*") if wanted(found, path))
+            names += audio
+            if not audio:
+                found_none(item, "holds no audio outside the output folder" if out else "holds no audio files")
+        else:
+            names.append(item)
+    unique = list(dict.fromkeys(names))
+    return Inputs(unique, {name: why for name, why in refusals.items() if name in unique})
+
+
+# Where the outputs go
+
+def stem_paths(out: Path, template: str, input_name: str, model: str, stems: list[str],
+               ext: str, track: str | None = None) -> dict[str, Path]:
+    """Where each stem of one input goes; never outside `out`. Names too long for the file system are shortened.
+    A template that cannot give that is a SettingsError for --filename."""
+    source = Path(input_name)
+    track = track or safe_name(source.stem if input_name != "-" else "stdin")
+    fields = {"track": track, "track_ext": safe_name(source.suffix.lstrip(".")), "model": model, "ext": ext}
+    root = out.resolve()
+    paths = {}
+    try:
+        fields["track"] = fit_track(template, {"stem": "", **fields}, stems)
+    except (KeyError, IndexError, ValueError):
+        pass  # reported below
+    for stem in stems:
+        try:
+            relative = template.format(stem=stem, **fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SettingsError(f"bad template {template!r}: {exc}", "filename") from None
+        path = (root / relative).resolve()
+        if root not in path.parents:
+            raise SettingsError(f"template {template!r} writes outside the output folder", "filename")
+        paths[stem] = path
+    if len(set(paths.values())) < len(paths):
+        raise SettingsError(f"template {template!r} gives every stem the same file; use {{stem}}", "filename")
+    return paths
+
+
+def refused_inputs(plan: Mapping[str, Mapping[str, Path]], model_out: Path) -> dict[str, str]:
+    """Inputs that must not be separated, with the reason: they lie where this model's stems go, or their
+    stems would overwrite an input or the stems of an earlier input. Decided on the whole input list, so that
+    every shard decides alike."""
+    sources = {Path(name).resolve(): name for name in plan if name != "-"}
+    owners: dict[Path, str] = {}  # stem path -> the first input writing it
+    misplaced = {name: f"{name}: is inside the output folder {model_out}; stems are never taken as inputs"
+                 for name in plan if name != "-" and inside(Path(name), model_out)}
+    refusals = {}
+    for name, paths in plan.items():
+        victims = [sources[p] for p in paths.values() if p in sources]
+        earlier = [owners[p] for p in paths.values() if p in owners]
+        if victims:
+            refusals[name] = (f"{name}: a stem would overwrite the input {victims[0]}; "
+                              "choose another --out or --filename")
+        elif earlier:
+            refusals[name] = (f"{name} would overwrite the stems of {earlier[0]}; "
+                              "use --filename (e.g. with {track_ext}) or separate runs")
+        for p in paths.values():
+            owners.setdefault(p, name)
+    return {**misplaced, **refusals}

@@ -1,59 +1,19 @@
-"""Community RoFormer checkpoints: a `.ckpt`/`.pth` torch pickle of weights plus a YAML
-config with `audio`, `model`, `training` and `inference` sections."""
+"""Community checkpoints, as UVR, MSST and audio-separator use them: a torch pickle of a state dict
+(`.ckpt`/`.pth`) and a YAML config. What the config means is its family's business."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from .chunking import AlignedChunks
 from .errors import ModelError
-from .networks.roformer import BandRoformer, RoformerConfig, roformer
-from .weights import _is_torchscript, restricted_pickle
+from .unpickling import load_restricted
 
-# `model` keys that only matter for training or pick an attention kernel.
-IGNORED_KEYS = frozenset({
-    "attn_dropout", "ff_dropout", "flash_attn", "sage_attention", "use_torch_checkpoint",
-    "multi_stft_resolution_loss_weight", "multi_stft_resolutions_window_sizes",
-    "multi_stft_hop_size", "multi_stft_normalized",
-    "match_input_audio_length",  # our networks always return the input's length
-})
-# `model` keys that change the network, accepted only at the value that leaves it unchanged.
-NEUTRAL_VALUES = {"linear_transformer_depth": 0, "use_pope": False}
-NETWORK_KEYS = frozenset(field.name for field in dataclasses.fields(RoformerConfig))
-BOOL_KEYS = frozenset({"stereo", "zero_dc", "skip_connection", "stft_normalized"})
-# Mask estimator depth when the config leaves it out: the networks' own defaults.
-MASK_ESTIMATOR_DEPTH = {"bs_roformer": 2, "mel_band_roformer": 1}
-DEFAULT_SAMPLE_RATE = 44100
-DEFAULT_NUM_OVERLAP = 8  # what audio-separator uses when `inference` has no num_overlap
 # Wrappers some trainers save the weights under.
 STATE_KEYS = ("state", "state_dict", "model_state_dict", "model")
-
-
-@dataclass(frozen=True)
-class CheckpointConfig:
-    family: str  # "bs_roformer" or "mel_band_roformer"
-    network: RoformerConfig
-    sample_rate: int
-    instruments: tuple[str, ...]
-    target_instrument: str | None
-    dim_t: int  # STFT frames per chunk
-    num_overlap: int  # chunks covering each sample
-
-    @property
-    def chunk_size(self) -> int:
-        """Samples per chunk."""
-        return self.network.stft_hop_length * (self.dim_t - 1)
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """The stems the network outputs, in order."""
-        return (self.target_instrument,) if self.target_instrument else self.instruments
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -64,120 +24,22 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
                              lambda loader, node: tuple(loader.construct_sequence(node)))
 
 
-def read_config(path: Path) -> CheckpointConfig:
+def read_yaml(path: Path) -> Any:
+    """The data of a YAML config; an unreadable or invalid file is a ModelError naming it."""
     try:
         with open(path, encoding="utf-8") as file:
-            data = yaml.load(file, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
+            return yaml.load(file, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
     except OSError as error:
         raise ModelError(f"cannot read {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
         raise ModelError(f"{path} is not a valid model config: {problem}") from error
-    try:
-        return _checkpoint_config(data)
-    except ModelError as error:
-        raise ModelError(f"{path}: {error}") from error
-
-
-def _checkpoint_config(data: Any) -> CheckpointConfig:
-    sections = {name: _section(data, name) for name in ("audio", "model", "training", "inference")}
-    model, training, inference = sections["model"], sections["training"], sections["inference"]
-    sample_rate = _sample_rate(sections["audio"], model)
-    network = _network_config({**model, "sample_rate": sample_rate})
-    instruments = training.get("instruments")
-    if not isinstance(instruments, list) or not instruments or not all(isinstance(name, str) for name in instruments):
-        raise ModelError("training.instruments must be a list of stem names")
-    target = training.get("target_instrument") or None
-    if target is not None and not isinstance(target, str):
-        raise ModelError("training.target_instrument must be a stem name")
-    # Stem names are lower case here, as file names and in ensembles ("Vocals" -> vocals.wav).
-    instruments, target = [name.lower() for name in instruments], target and target.lower()
-    if len(set(instruments)) < len(instruments):
-        raise ModelError("training.instruments names a stem twice")
-    config = CheckpointConfig(
-        family=network.family, network=network, sample_rate=sample_rate,
-        instruments=tuple(instruments), target_instrument=target,
-        dim_t=_integer(inference, "dim_t", "inference", minimum=2),
-        num_overlap=_integer({"num_overlap": DEFAULT_NUM_OVERLAP, **inference}, "num_overlap", "inference"))
-    if network.num_stems != len(config.sources):
-        raise ModelError(f"model.num_stems is {network.num_stems} but the config names "
-                         f"{len(config.sources)} output stems ({', '.join(config.sources)})")
-    if config.chunk_size < config.num_overlap:
-        raise ModelError("inference.num_overlap is larger than a chunk")
-    return config
-
-
-def _section(data: Any, name: str) -> dict:
-    if not isinstance(data, dict):
-        raise ModelError("the config is not a mapping of sections")
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ModelError(f"the {name} section is not a mapping")
-    return section
-
-
-def _sample_rate(audio: dict, model: dict) -> int:
-    rates = {_integer(section, "sample_rate", name) for section, name in ((audio, "audio"), (model, "model"))
-             if "sample_rate" in section}
-    if len(rates) > 1:
-        raise ModelError("audio.sample_rate and model.sample_rate differ")
-    return rates.pop() if rates else DEFAULT_SAMPLE_RATE
-
-
-def _network_config(model: dict) -> RoformerConfig:
-    for key, value in model.items():
-        if key in NEUTRAL_VALUES and value != NEUTRAL_VALUES[key]:
-            raise ModelError(f"model.{key}={value} is not supported")
-        if key not in NETWORK_KEYS | IGNORED_KEYS | NEUTRAL_VALUES.keys() | {"dim_freqs_in"}:
-            raise ModelError(f"model.{key} is not supported")
-    if ("freqs_per_bands" in model) == ("num_bands" in model):
-        raise ModelError("the model section needs exactly one of freqs_per_bands (BS-RoFormer) "
-                         "and num_bands (Mel-Band RoFormer)")
-    family = "bs_roformer" if "freqs_per_bands" in model else "mel_band_roformer"
-    values = {"mask_estimator_depth": MASK_ESTIMATOR_DEPTH[family]}
-    for key in NETWORK_KEYS & model.keys():
-        if key in BOOL_KEYS:
-            values[key] = _boolean(model, key)
-        elif key == "freqs_per_bands":
-            values[key] = _band_widths(model[key])
-        else:
-            values[key] = _integer(model, key, "model")
-    network = RoformerConfig(**values)
-    if "dim_freqs_in" in model and model["dim_freqs_in"] != network.freqs:
-        raise ModelError(f"model.dim_freqs_in is {model['dim_freqs_in']} but stft_n_fft "
-                         f"{network.stft_n_fft} gives {network.freqs} frequencies")
-    return network
-
-
-def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> int:
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {value!r}")
-    return value
-
-
-def _boolean(section: dict, key: str) -> bool:
-    if not isinstance(section[key], bool):
-        raise ModelError(f"model.{key} must be true or false, not {section[key]!r}")
-    return section[key]
-
-
-def _band_widths(value: Any) -> tuple[int, ...]:
-    if not isinstance(value, (list, tuple)) or not all(
-            isinstance(width, int) and not isinstance(width, bool) and width > 0 for width in value):
-        raise ModelError("model.freqs_per_bands must be a list of positive integers")
-    return tuple(value)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a torch pickle holding a state dict, possibly wrapped in a dict,
-    unpickled with the allow-list of `weights`, so it can run no code."""
-    if _is_torchscript(path):
-        raise ModelError(f"{path} is a TorchScript archive, not a checkpoint")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=restricted_pickle)
-    except Exception as error:  # a refused global, a truncated or foreign file
-        raise ModelError(f"cannot load {path}: {error}") from error
+    unpickled with the allow-list, so it can run no code."""
+    loaded = load_restricted(path)
     for key in STATE_KEYS:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
@@ -186,26 +48,3 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in loaded.items()):
         raise ModelError(f"{path} does not hold a state dict of named tensors")
     return dict(loaded)
-
-
-def load_network(checkpoint: Path, config: Path | CheckpointConfig) -> BandRoformer:
-    """The network of `config` (a YAML file, or one read already) with the weights of
-    `checkpoint`, float32, in eval mode. It also carries what the engine needs to run it:
-    the stems it outputs (`sources`) and how it goes over a song (`chunking`)."""
-    if not isinstance(config, CheckpointConfig):
-        config = read_config(config)
-    state = read_state_dict(checkpoint)
-    network = roformer(config.network)
-    expected = network.state_dict()
-    missing = expected.keys() - state.keys()
-    unexpected = state.keys() - expected.keys()
-    misshapen = {key for key in expected.keys() & state.keys() if expected[key].shape != state[key].shape}
-    if missing or unexpected or misshapen:
-        example = sorted(missing or unexpected or misshapen)[0]
-        raise ModelError(
-            f"{checkpoint} does not fit its config ({config.family}): {len(missing)} weights missing, "
-            f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
-    network.load_state_dict(state, strict=True)
-    network.sources = list(config.sources)
-    network.chunking = AlignedChunks(config.chunk_size, config.num_overlap)
-    return network.float().eval()

@@ -5,12 +5,12 @@ its implementation means cutting the song the same way:
 
 - `CentredSegments` (HT Demucs): segments at a fixed stride, each read with its real
   surroundings as context and centred in the network's window, blended with triangular
-  weights, the song normalised by its mono mix first; optional random time shifts.
+  windows, the song normalised by its mono mix first; optional random time shifts.
 - `AlignedChunks` (band-split RoFormers): chunks of the network's length at a stride of
   length // num_overlap, the last one aligned to the song's end, no context, blended
   with a Hamming window, the song as it is.
 
-A third family adds its procedure here and sets it as its networks' `chunking`.
+A family picks one of these as its networks' `chunking`, or adds its own here.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class Chunking(Protocol):
     def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
         """The chunks of each pass over a song of `length` samples, in song order."""
 
-    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
-        """Blending weights of a full chunk (shorter chunks use its first samples)."""
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        """How a full chunk's output is blended with its neighbours' (shorter chunks use its first samples)."""
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
         """Raise ValueError naming the setting that this procedure cannot follow."""
@@ -98,14 +98,14 @@ class CentredSegments:
             chunks.append(Chunk(start, kept, start - (segment - kept) // 2, segment))
         return chunks
 
-    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
         """Triangular, highest at the centre of a segment."""
         segment = self.segment_length(samplerate, settings)
         half = segment // 2
         rising = torch.arange(1, half + 1, dtype=torch.float32)
         falling = torch.arange(segment - half, 0, -1, dtype=torch.float32)
-        weight = torch.cat([rising, falling])
-        return weight / weight.max()
+        window = torch.cat([rising, falling])
+        return window / window.max()
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
         if settings.overlap is not None and not 0 <= settings.overlap <= MAX_OVERLAP:
@@ -140,7 +140,7 @@ class AlignedChunks:
             chunks.append(Chunk(start, size, start, size))
         return [chunks]
 
-    def weight(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
         return torch.hamming_window(self.chunk_length(samplerate, settings), periodic=False)
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:

@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import glob
 import io
-import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import threading
-import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import click
 
 from . import __version__
-from .batch import (already_done, fit_track, forget_record, inside, record_path, record_text, remove_stale,
-                    safe_name, temporary_prefix, track_names, write_record)
-from .errors import OutputError, StemsplitError
-from .hub import sha256_of
+from .errors import OutputError, SettingsError, StemsplitError
+from .files import temporary_prefix
+from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
-    from .audio import Song
     from .bag import Bag
-    from .separation import Settings
+    from .separation import Decided
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_CLOSED_PIPE = 0, 1, 2, 130, 143, 141
-DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
-STEM_FILE_TEMPLATE = "{track}.{ext}"  # the default for --format stem: one file per song
-STEM_FILE = "stems"  # the {stem} field, and the output's name, of a stem file
 OUTPUT_FORMATS = ("wav", "flac", "mp3", "ogg", "m4a", "stem")
 
 
@@ -74,33 +64,6 @@ def main() -> None:
     """Split songs into stems (vocals, drums, bass, other) with HT Demucs."""
 
 
-# Inputs and outputs
-
-def audio_inputs(inputs: tuple[str, ...], out: Path | None = None) -> list[str]:
-    """Files as given, glob patterns expanded, folders replaced by the audio files inside them
-    (recursively, sorted, hidden ones and those in the output folder `out` skipped)."""
-    from .audio import AUDIO_EXTENSIONS
-
-    def wanted(found: Path, root: Path) -> bool:
-        return (found.is_file() and found.suffix.lower() in AUDIO_EXTENSIONS
-                and not any(part.startswith(".") for part in found.relative_to(root).parts)
-                and not (out is not None and inside(found, out)))
-
-    found: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if item != "-" and not path.exists() and glob.has_magic(item):
-            matches = [p for p in audio_inputs(tuple(sorted(glob.glob(item, recursive=True))))
-                       if out is None or not inside(Path(p), out)]
-            found += matches or [item]  # a pattern that matches nothing is reported like a missing file
-        elif item != "-" and path.is_dir():
-            audio = sorted(str(p) for p in path.rglob("*") if wanted(p, path))
-            found += audio or [item]  # a folder with no audio is reported as a failed input, not dropped
-        else:
-            found.append(item)
-    return found
-
-
 def parse_shard(value: str | None) -> tuple[int, int]:
     if value is None:
         return 0, 1
@@ -113,44 +76,14 @@ def parse_shard(value: str | None) -> tuple[int, int]:
     return index, count
 
 
-def stem_paths(out: Path, template: str, input_name: str, model: str, stems: list[str],
-               ext: str, track: str | None = None) -> dict[str, Path]:
-    """Where each stem of one input goes; never outside `out`. Names too long for the file system are shortened."""
-    source = Path(input_name)
-    track = track or safe_name(source.stem if input_name != "-" else "stdin")
-    fields = {"track": track, "track_ext": safe_name(source.suffix.lstrip(".")), "model": model, "ext": ext}
-    root = out.resolve()
-    paths = {}
-    try:
-        fields["track"] = fit_track(template, {"stem": "", **fields}, stems)
-    except (KeyError, IndexError, ValueError):
-        pass  # reported below
-    for stem in stems:
-        try:
-            relative = template.format(stem=stem, **fields)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise click.BadParameter(f"bad template {template!r}: {exc}", param_hint="--filename") from None
-        path = (root / relative).resolve()
-        if root not in path.parents:
-            raise click.BadParameter(f"template {template!r} writes outside the output folder",
-                                     param_hint="--filename")
-        paths[stem] = path
-    if len(set(paths.values())) < len(paths):
-        raise click.BadParameter(f"template {template!r} gives every stem the same file; use {{stem}}",
-                                 param_hint="--filename")
-    return paths
-
-
 def pick_stems(stems_of_model: list[str], stems: tuple[str, ...], two_stems: str | None) -> list[str]:
     """Names of the stems to write: the model's stems, a subset, or STEM plus no_STEM."""
-    wanted = [two_stems] if two_stems else list(stems)
-    unknown = [s for s in wanted if s not in stems_of_model]
-    if unknown:
-        raise click.BadParameter(f"unknown stem {unknown[0]!r}; this model has {', '.join(stems_of_model)}",
-                                 param_hint="--stems" if stems else "--two-stems")
-    if two_stems:
-        return [two_stems, f"no_{two_stems}"]
-    return wanted or list(stems_of_model)
+    from .bag import output_names
+
+    try:
+        return output_names(stems_of_model, stems, two_stems)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--stems" if stems else "--two-stems") from None
 
 
 def pick_outputs(stems_of_model: list[str], names_wanted: tuple[tuple[str, ...], str | None], format: str) -> list[str]:
@@ -168,34 +101,6 @@ def pick_outputs(stems_of_model: list[str], names_wanted: tuple[tuple[str, ...],
     return [STEM_FILE]
 
 
-def bag_for(bag: Bag, names: list[str], other_method: str) -> Bag:
-    """The part of `bag` that the stems `names` need: `no_X` by the `minus` method is the mix minus X,
-    a residual needing only X's networks; by `add` it is the sum of the other stems, needing them all."""
-    derived = [name for name in names if name not in bag.stems]
-    if not derived:
-        return bag.needing(names)
-    if other_method == "minus":
-        return bag.needing(names, residual=derived[0])
-    return bag.needing(bag.stems)
-
-
-def mix_stems(separated, stems_of_bag: list[str], names: list[str]) -> list:
-    """One array per name; `no_X` that the bag does not give is the sum of its stems but X."""
-    stems = []
-    for name in names:
-        if name in stems_of_bag:
-            stems.append(separated[stems_of_bag.index(name)].numpy())
-        else:
-            kept = [i for i, s in enumerate(stems_of_bag) if s != name[3:]]
-            stems.append(separated[kept].sum(0).numpy())
-    return stems
-
-
-def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
-    title = tags.get("title")
-    return {**tags, "title": f"{title} ({stem})" if title else stem}
-
-
 # Human output (stderr) and machine output (stdout)
 
 def printable(text: str) -> str:
@@ -207,10 +112,10 @@ def printable(text: str) -> str:
 class Console:
     """Human output on stderr: a progress bar on a terminal, plain lines otherwise."""
 
-    def __init__(self, quiet: bool, verbose: bool):
+    def __init__(self, quiet: bool, verbose: bool, as_json: bool = False, to_stdout: bool = False):
         from rich.console import Console as RichConsole
 
-        self.quiet, self.verbose = quiet, verbose
+        self.quiet, self.verbose, self.as_json, self.to_stdout = quiet, verbose, as_json, to_stdout
         self.rich = RichConsole(stderr=True, highlight=False)
         self.interactive = self.rich.is_terminal and not quiet
 
@@ -232,6 +137,15 @@ class Console:
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=self.rich, disable=not self.interactive, transient=True)
 
+    def result(self, result: Result) -> None:
+        """An input ended: its JSON line on stdout with --json, where its outputs went on stderr."""
+        if self.as_json:
+            click.echo(result.json())
+        if result.status == "done" and not self.to_stdout:  # the folder would be a temporary one
+            first = Path(next(iter(result.outputs.values())))
+            written = first if list(result.outputs) == [STEM_FILE] else f"{len(result.outputs)} stems in {first.parent}"
+            self.info(f"  {written} ({result.seconds:.1f} s)")
+
     def summary(self, results: list[Result]) -> None:
         from rich.table import Table
 
@@ -243,40 +157,6 @@ class Console:
         if not self.quiet:
             self.rich.print(table)
             self.info(", ".join(f"{count} {status}" for status, count in counts.items()))
-
-
-@dataclass
-class Result:
-    input: str
-    status: str  # done, skipped or failed
-    outputs: dict[str, str] = field(default_factory=dict)
-    duration: float = 0.0  # seconds of audio
-    seconds: float = 0.0  # time taken
-    error: str | None = None
-
-    def json(self) -> str:
-        """One JSON line; names holding bytes that are not UTF-8 are written as \\udcXX escapes, which
-        json.loads turns back into the str that os.fsencode turns back into those bytes."""
-        text = json.dumps(self.__dict__, ensure_ascii=False)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = json.dumps(self.__dict__)
-        return text
-
-
-# Separation
-
-@dataclass(frozen=True)
-class Options:
-    settings: Settings
-    device: str
-    format: str
-    bit_depth: int
-    clip_mode: str
-    jobs: int
-    other_method: str
-    stem_codec: str = "aac"
 
 
 @dataclass(frozen=True)
@@ -293,108 +173,6 @@ class ModelChoice:
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
-
-
-def separate_song(title: str, song, bag, paths: dict[str, Path], options: Options,
-                  record: tuple[Path, str] | None, progress) -> None:
-    """Run the separation of an opened song and write its stems, all or nothing, and then its `record`."""
-    from .audio import open_stem_writers
-    from .separation import separate_stream
-
-    names = list(paths)
-    task = progress.add_task(title, total=None)
-    blocks = separate_stream(bag, song, options.settings, options.device,
-                             progress=lambda done, total: progress.update(task, completed=done, total=total))
-    if options.format == "stem":
-        from .stemfile import write_stem_file
-
-        forget_record(record)
-        write_stem_file(paths[STEM_FILE], song, blocks, bag.stems, source_rate=bag.samplerate,
-                        codec=options.stem_codec, bit_depth=options.bit_depth, clip_mode=options.clip_mode,
-                        tags=song.info.tags, jobs=options.jobs)
-        write_record(record)
-    else:
-        with open_stem_writers(list(paths.values()), song.info.sample_rate, frames=song.info.frames,
-                               source_rate=bag.samplerate, format=options.format, bit_depth=options.bit_depth,
-                               clip_mode=options.clip_mode, tags=[stem_tags(song.info.tags, name) for name in names],
-                               jobs=options.jobs, record=record) as writers:
-            for block in blocks:
-                writers.write(mix_stems(block, bag.stems, names))
-    progress.remove_task(task)
-
-
-class Prefetcher:
-    """Decodes upcoming inputs in background threads while the current one is separated."""
-
-    def __init__(self, inputs: list[str], bag, jobs: int):
-        from .audio import open_song
-
-        self.pool = ThreadPoolExecutor(max(jobs, 1))
-        self.pending: dict[int, Future] = {}
-        self.inputs, self.jobs = inputs, jobs
-        self.cancelled = threading.Event()
-        self.opener = lambda name: open_song(name, bag.samplerate, bag.audio_channels, cancelled=self.cancelled)
-
-    def _open_now(self, index: int) -> tuple[ExitStack, Song]:
-        with ExitStack() as stack:
-            song = stack.enter_context(self.opener(self.inputs[index]))
-            return stack.pop_all(), song
-
-    def _start(self, index: int) -> None:
-        if index < len(self.inputs) and index not in self.pending and self.inputs[index] != "-":
-            self.pending[index] = self.pool.submit(self._open_now, index)
-
-    def open(self, index: int) -> tuple[ExitStack, Song]:
-        """Input `index` opened as a song, with the stack that closes it; queue the next ones."""
-        for ahead in range(index + 1, index + 1 + self.jobs):
-            self._start(ahead)
-        future = self.pending.pop(index, None)
-        return self._open_now(index) if future is None else future.result()
-
-    def close(self) -> None:
-        self.cancelled.set()  # decodings under way stop at their next block and remove their files
-        for future in self.pending.values():
-            future.cancel()
-        self.pool.shutdown(wait=True)
-        for future in self.pending.values():
-            if not future.cancelled() and future.exception() is None:
-                stack, _ = future.result()
-                stack.close()
-
-
-@dataclass(frozen=True)
-class Job:
-    index: int  # among the inputs to separate
-    input_name: str
-    paths: dict[str, Path]
-    identity: tuple[str, dict] | None  # model and settings, recorded beside the stems; None: no record
-
-
-def process(job: Job, prefetch: Prefetcher, bag, options: Options, progress, console: Console) -> Result:
-    """Separate one input; its identity is recorded beside its stems for --skip-existing."""
-    started = time.perf_counter()
-    stack, song = prefetch.open(job.index)
-    with stack:
-        for notice in song.info.notices:
-            console.info(f"  note: {notice}")
-        record = None
-        if job.identity is not None and job.input_name != "-":
-            record = record_path(job.paths), record_text(sha256_of(Path(job.input_name)), *job.identity,
-                                                          job.paths)
-        separate_song(Path(job.input_name).name, song, bag, job.paths, options, record, progress)
-    return Result(job.input_name, "done", {stem: str(p) for stem, p in job.paths.items()},
-                  song.info.frames / song.info.sample_rate, time.perf_counter() - started)
-
-
-def input_failure(input_name: str, exc: Exception) -> str:
-    """The one-line message of an error that fails this input alone; other errors are raised again."""
-    if isinstance(exc, StemsplitError) and exc.exit_code == EXIT_FAILED:
-        return str(exc)
-    if isinstance(exc, RuntimeError):  # e.g. out of memory on a GPU
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return (f"separating {input_name} failed: {reason}; try a shorter --segment, "
-                "--batch-size 1 or -d cpu")
-    raise exc
 
 
 class ClosedPipe(Exception):
@@ -418,189 +196,75 @@ def copy_to_stdout(path: Path) -> None:
         write_stdout(stem)
 
 
-def refused_inputs(plan: dict[str, dict[str, Path]]) -> dict[str, str]:
-    """Inputs that must not be separated, with the reason: their stems would overwrite an input, or the
-    stems of an earlier input. Decided on the whole input list, so that every shard decides alike."""
-    sources = {Path(name).resolve(): name for name in plan if name != "-"}
-    owners: dict[Path, str] = {}  # stem path -> the first input writing it
-    refusals = {}
-    for name, paths in plan.items():
-        victims = [sources[p] for p in paths.values() if p in sources]
-        earlier = [owners[p] for p in paths.values() if p in owners]
-        if victims:
-            refusals[name] = (f"{name}: a stem would overwrite the input {victims[0]}; "
-                              "choose another --out or --filename")
-        elif earlier:
-            refusals[name] = (f"{name} would overwrite the stems of {earlier[0]}; "
-                              "use --filename (e.g. with {track_ext}) or separate runs")
-        for p in paths.values():
-            owners.setdefault(p, name)
-    return refusals
-
-
-def output_settings(options: Options, stems: list[str]) -> dict[str, object]:
-    """The settings that change the stems written, for their identity record."""
-    settings = options.settings
-    return {"shifts": settings.shifts, "overlap": settings.overlap, "segment": settings.segment,
-            "precision": settings.precision, "stems": stems, "format": options.format,
-            "bit_depth": options.bit_depth, "clip_mode": options.clip_mode, "other_method": options.other_method,
-            "stem_codec": options.stem_codec}
-
-
-def with_precision_chosen(options: Options, console: Console) -> Options:
-    """`options` with the precision that will run ("auto" decided); one slower than float32 here is refused."""
-    from .precision import choose, describe_cpu
-
-    try:
-        choice = choose(options.settings.precision, options.device)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--precision") from None
-    if options.device == "cpu":
-        console.detail(f"cpu: {describe_cpu()}")
-    console.detail(f"precision: {choice.precision} ({choice.reason})")
-    return replace(options, settings=replace(options.settings, precision=choice.precision))
-
-
 def load_for_run(console: Console, options: Options, model: ModelChoice,
                  names_wanted: tuple[tuple[str, ...], str | None], to_stdout: str | None) -> tuple[Bag, list[str]]:
     """The bag of the networks the outputs asked for need, and the names of those outputs."""
     from .registry import load_bag
-    from .separation import check_settings
 
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
     try:
-        names = pick_outputs(model_bag.stems, names_wanted, options.format)
+        names = pick_outputs(model_bag.stems, names_wanted, options.encoding.format)
     except click.BadParameter as exc:
         exc.param_hint = "--stdout" if to_stdout else exc.param_hint
         raise
-    bag = model_bag if options.format == "stem" else bag_for(model_bag, names, options.other_method)
+    bag = model_bag if options.encoding.format == "stem" else model_bag.for_outputs(names, options.other_method)
     console.detail(f"model: {bag.name}, {len(bag.members)} of its {len(model_bag.members)} networks needed")
-    try:
-        check_settings(bag, options.settings, options.device)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    options.decided.check(bag)
     return bag, names
 
 
-def attempt(job: Job, prefetch: Prefetcher, bag, options: Options, progress, console: Console) -> Result:
-    """Separate one input; its failure is its own, reported, and the batch goes on."""
-    try:
-        return process(job, prefetch, bag, options, progress, console)
-    except (StemsplitError, RuntimeError) as exc:
-        message = input_failure(job.input_name, exc)
-        console.error(message)
-        return Result(job.input_name, "failed", error=message)
+def decide_settings(console: Console, settings, device: str) -> Decided:
+    """The settings this run uses (precision chosen once, and why), said in verbose mode."""
+    from .precision import describe_cpu
+    from .separation import decide, resolve_device
+
+    decided = decide(settings, resolve_device(device))
+    console.detail(f"device: {decided.device}")
+    if decided.device == "cpu":
+        console.detail(f"cpu: {describe_cpu()}")
+    console.detail(f"precision: {decided.precision.precision} ({decided.precision.reason})")
+    return decided
 
 
-@dataclass(frozen=True)
-class Request:
-    """What to separate and where its stems go, as the command line says."""
+@contextmanager
+def model_folder(request: Request, bag: Bag) -> Iterator[Path]:
+    """Where this run's outputs go: OUT/MODEL, or with --stdout a temporary folder, removed after."""
+    if not request.to_stdout:
+        from .batch import safe_name
 
-    inputs: tuple[str, ...]
-    out: Path
-    template: str
-    names_wanted: tuple[tuple[str, ...], str | None]  # --stems, --two-stems
-    shard: tuple[int, int]
-    skip_existing: bool
-    as_json: bool
-    to_stdout: str | None
-
-
-@dataclass(frozen=True)
-class Plan:
-    """This shard's inputs, in order, with the stem paths of each; which are refused and which to do."""
-
-    paths: dict[str, dict[str, Path]]
-    refusals: dict[str, str]
-    todo: list[str]
-    identity: tuple
-
-
-def plan_outputs(request: Request, every_file: list[str], files: list[str], bag, names: list[str],
-                 options: Options, model_out: Path) -> Plan:
-    ext = "stem.mp4" if options.format == "stem" else options.format
-    template = request.template
-    if options.format == "stem" and template == DEFAULT_TEMPLATE:
-        template = STEM_FILE_TEMPLATE
-    tracks = track_names(every_file)  # decided on every shard's inputs, so all shards agree
-    paths = {name: stem_paths(model_out, template, name, safe_name(bag.name), names, ext, tracks[name])
-             for name in every_file}
-    refusals = refused_inputs(paths)
-    paths = {name: paths[name] for name in files}
-    remove_stale({path.parent for stems in paths.values() for path in stems.values()})
-    identity = (bag.identity, output_settings(options, names))
-    todo = [name for name, stems in paths.items()
-            if name not in refusals and not (request.skip_existing and already_done(name, *identity, stems))]
-    return Plan(paths, refusals, todo, identity)
+        yield request.out / safe_name(bag.name)
+        return
+    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
+        yield Path(folder)
 
 
 def run(console: Console, request: Request, options: Options, model: ModelChoice) -> int:
-    from .audio import find_ffmpeg
+    from .audio import AUDIO_EXTENSIONS, find_ffmpeg
+    from .batch import find_inputs
+    from .runner import plan_outputs, separate_planned, shard_of
 
-    to_stdout = request.to_stdout
-    every_file = list(dict.fromkeys(audio_inputs(request.inputs, None if to_stdout else request.out)))
-    files = every_file[request.shard[0]::request.shard[1]]
+    inputs = find_inputs(request.inputs, None if request.to_stdout else request.out, AUDIO_EXTENSIONS)
+    files = shard_of(inputs.names, request.shard)
     if not files:
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
-    if to_stdout and len(files) != 1:
+    if request.to_stdout and len(files) != 1:
         raise click.UsageError("--stdout takes exactly one input")
     ffmpeg_path, ffmpeg_origin = find_ffmpeg()
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
-    console.detail(f"device: {options.device}")
-    options = with_precision_chosen(options, console)
-    bag, names = load_for_run(console, options, model, request.names_wanted, to_stdout)
-    stdout_folder = tempfile.TemporaryDirectory(prefix=temporary_prefix()) if to_stdout else None
-    model_out = Path(stdout_folder.name) if stdout_folder else request.out / safe_name(bag.name)
-    plan = plan_outputs(request, every_file, files, bag, names, options, model_out)
-    prefetch = Prefetcher(plan.todo, bag, options.jobs)
-    try:
-        results = separate_planned(console, request, plan, prefetch, bag, names, options)
-        if to_stdout and results[0].status == "done":
-            copy_to_stdout(Path(results[0].outputs[to_stdout]))
-    finally:
-        prefetch.close()
-        if stdout_folder:
-            stdout_folder.cleanup()
+    bag, names = load_for_run(console, options, model, request.names_wanted, request.to_stdout)
+    with model_folder(request, bag) as model_out:
+        plan = plan_outputs(request, inputs, bag, names, options, model_out)
+        results = separate_planned(console, plan, bag, names, options, recorded=not request.to_stdout)
+        if request.to_stdout and results[0].status == "done":
+            copy_to_stdout(Path(results[0].outputs[request.to_stdout]))
     if len(files) > 1:
         console.summary(results)
     return EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK
 
 
-def separate_planned(console: Console, request: Request, plan: Plan, prefetch: Prefetcher, bag,
-                     names: list[str], options: Options) -> list[Result]:
-    """Each planned input in turn: refused, skipped or separated, reported as it ends."""
-    results: list[Result] = []
-    todo_index = {name: index for index, name in enumerate(plan.todo)}  # a library can hold 100 000 inputs
-    with console.progress() as progress:
-        for position, (input_name, paths) in enumerate(plan.paths.items(), 1):
-            if len(plan.paths) > 1:
-                console.info(f"[{position}/{len(plan.paths)}] {input_name}")
-            if input_name in plan.refusals:
-                console.error(plan.refusals[input_name])
-                result = Result(input_name, "failed", error=plan.refusals[input_name])
-            elif input_name not in todo_index:
-                result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
-            else:
-                identity = None if request.to_stdout else plan.identity
-                job = Job(todo_index[input_name], input_name, paths, identity)
-                result = attempt(job, prefetch, bag, options, progress, console)
-            results.append(result)
-            if request.as_json:
-                click.echo(result.json())
-            if result.status == "done" and not request.to_stdout:  # the folder would be a temporary one
-                first = paths[names[0]]
-                written = first if names == [STEM_FILE] else f"{len(paths)} stems in {first.parent}"
-                console.info(f"  {written} ({result.seconds:.1f} s)")
-    return results
-
-
-def device_for(name: str) -> str:
-    from .separation import resolve_device
-
-    try:
-        return resolve_device(name)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--device") from None
+def usage_error(error: SettingsError) -> click.UsageError:
+    """A setting's error as click shows it, naming the option where there is one."""
+    return click.BadParameter(str(error), param_hint=f"--{error.setting}" if error.setting else None)
 
 
 def raise_terminated(signum: int, frame: object) -> None:
@@ -623,7 +287,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-d", "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
 @click.option("--shifts", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Average this many randomly time-shifted passes (slower, slightly better).")
+              help="HT Demucs models: average this many randomly time-shifted passes, at most 20 (each one a "
+              "whole pass: slower, slightly better).")
 @click.option("--overlap", type=click.FloatRange(0, 1, max_open=True),
               help="Overlap between segments of HT Demucs models [default: 0.25]; RoFormers overlap as "
               "their configuration says.")
@@ -656,12 +321,12 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("--stdout", "to_stdout", metavar="STEM", help="Write STEM (or no_STEM) as WAV to stdout only.")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True,
-              help="Say more (ffmpeg used, device, CPU, precision and why, model files).")
+              help="Say more (ffmpeg used, device, CPU, precision and why, networks needed).")
 def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
              two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
              skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
-    console = Console(quiet, verbose)
+    console = Console(quiet, verbose, as_json, bool(to_stdout))
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
     if sum(map(bool, (two_stems, stems, to_stdout))) > 1:
         raise click.UsageError("use only one of --two-stems, --stems and --stdout")
@@ -679,17 +344,19 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        from .audio import Encoding
         from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
 
         settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
                             precision=precision)
         model = ModelChoice(model_name, repo, checkpoint, config)
         model.check()
-        options = Options(settings, device_for(device), audio_format, int(bit_depth), clip_mode, jobs, other_method,
-                          stem_codec)
-        request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, as_json,
-                          to_stdout)
+        encoding = Encoding(format=audio_format, bit_depth=int(bit_depth), clip_mode=clip_mode, stem_codec=stem_codec)
+        options = Options(decide_settings(console, settings, device), encoding, jobs, other_method)
+        request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, to_stdout)
         code = run(console, request, options, model)
+    except SettingsError as exc:
+        raise usage_error(exc) from None
     except StemsplitError as exc:
         console.error(str(exc))
         code = exc.exit_code
@@ -707,14 +374,15 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
 @main.command()
 def models() -> None:
     """List the models in the catalogue: family, stems, licence, pinning and whether they are downloaded."""
-    from .registry import default_model, is_cached, read_catalogue
+    from .catalogue import default_model, read_catalogue
+    from .registry import is_cached
 
     try:
         lines = []
         default = default_model()
         for name, info in read_catalogue().items():
             lines += [f"{name} (default)" if name == default else name,
-                      f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; "
+                      f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; "
                       f"cached {'yes' if is_cached(info) else 'no'}",
                       f"  stems: {', '.join(info.stems)}",
                       f"  {info.description}"]

@@ -1,5 +1,7 @@
 """Errors the user can act on. Each kind maps to one documented exit code."""
 
+from __future__ import annotations
+
 
 class StemsplitError(Exception):
     """Base class: the message is shown to the user as a single line."""
@@ -32,6 +34,11 @@ class FfmpegError(StemsplitError):
 
 
 class SettingsError(StemsplitError, ValueError):
-    """A setting or argument has a value it cannot take; the message names the valid ones."""
+    """A setting or argument has a value it cannot take; the message names the valid ones, and
+    `setting` (e.g. "precision") the command-line option at fault, where one is."""
 
     exit_code = 2
+
+    def __init__(self, message: str, setting: str | None = None):
+        super().__init__(message)
+        self.setting = setting

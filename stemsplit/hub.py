@@ -1,27 +1,26 @@
 """The Hugging Face Hub and its cache: downloads verified against a pinned SHA-256, or against the
-Hub's own for unpinned files (then recorded in the cache), and clear errors when offline."""
+Hub's own for unpinned files (then recorded in the cache as a *verification*), and clear errors when offline."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import socket
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .catalogue import SHA256_PATTERN
 from .errors import ModelError
+from .files import sha256_of
 
 if TYPE_CHECKING:
-    from .registry import ModelInfo, WeightFile
+    from .catalogue import ModelInfo, WeightFile
 
-RECORDS = "stemsplit-verified.json"  # in a model's cache folder: the SHA-256 of its unpinned files
+VERIFICATIONS = "stemsplit-verified.json"  # in a model's cache folder: the commit and SHA-256 of its unpinned files
 HUB_PROBE_SECONDS = 3  # how long the Hub's host may take to accept a connection before a download
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
-SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 def hub_cache() -> Path:
@@ -44,14 +43,12 @@ def _repo_folder(info: ModelInfo) -> Path:
 
 def files_cached(info: ModelInfo) -> bool:
     """Whether every file of a (non-ensemble) model is in the cache, looked up on disk."""
-    records = _read_records(info)
+    verifications = _read_verifications(info)
     for file in info.files:
-        commit = info.revision if file.sha256 else records.get(_record_key(info, file), {}).get("commit")
+        commit = info.revision if file.sha256 else verifications.get(_verification_key(info, file), {}).get("commit")
         if commit is None or not (_repo_folder(info) / "snapshots" / commit / file.name).is_file():
             return False
     return True
-
-
 
 
 def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
@@ -59,7 +56,7 @@ def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
 
     A file without a pinned SHA-256 is checked against the one the Hub publishes for it (its LFS
     object id) at the commit the revision pointed to on first download; both are then recorded
-    in the cache, so later runs, online or not, check against that record.
+    in the cache, so later runs, online or not, check against that verification.
     """
     commit, sha256 = info.revision, file.sha256
     if sha256 is None:
@@ -80,7 +77,7 @@ def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
             "the bad file was removed, run again to re-download"
         )
     if file.sha256 is None:
-        _write_record(info, file, commit, sha256)
+        _write_verification(info, file, commit, sha256)
     return path, sha256
 
 
@@ -111,9 +108,9 @@ def _not_downloaded(info: ModelInfo) -> ModelError:
 
 def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
     """The commit and SHA-256 of an unpinned file: recorded in the cache, or asked of the Hub."""
-    record = _read_records(info).get(_record_key(info, file))
-    if record is not None:
-        return record["commit"], record["sha256"]
+    verification = _read_verifications(info).get(_verification_key(info, file))
+    if verification is not None:
+        return verification["commit"], verification["sha256"]
     if hub_offline():
         raise _not_downloaded(info)
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
@@ -132,25 +129,25 @@ def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
     return metadata.commit_hash, etag
 
 
-def _record_key(info: ModelInfo, file: WeightFile) -> str:
+def _verification_key(info: ModelInfo, file: WeightFile) -> str:
     return f"{info.revision}/{file.name}"
 
 
-def _read_records(info: ModelInfo) -> dict[str, dict[str, str]]:
+def _read_verifications(info: ModelInfo) -> dict[str, dict[str, str]]:
     try:
-        records = json.loads((_repo_folder(info) / RECORDS).read_text(encoding="utf-8"))
+        verifications = json.loads((_repo_folder(info) / VERIFICATIONS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-    return records if isinstance(records, dict) else {}
+    return verifications if isinstance(verifications, dict) else {}
 
 
-def _write_record(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -> None:
-    records = _read_records(info)
-    records[_record_key(info, file)] = {"commit": commit, "sha256": sha256}
-    path = _repo_folder(info) / RECORDS
-    temporary = path.with_name(f".{RECORDS}.{os.getpid()}")
-    with suppress(OSError):  # a read-only cache only loses the record, and the next run asks the Hub again
-        temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
+def _write_verification(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -> None:
+    verifications = _read_verifications(info)
+    verifications[_verification_key(info, file)] = {"commit": commit, "sha256": sha256}
+    path = _repo_folder(info) / VERIFICATIONS
+    temporary = path.with_name(f".{VERIFICATIONS}.{os.getpid()}")
+    with suppress(OSError):  # a read-only cache only loses the verification, and the next run asks the Hub again
+        temporary.write_text(json.dumps(verifications, indent=1), encoding="utf-8")
         os.replace(temporary, path)
 
 
@@ -178,11 +175,3 @@ def _remove_cached(pointer: Path) -> None:
 def _first_line(error: Exception) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

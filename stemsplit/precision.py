@@ -23,6 +23,7 @@ CHOICES = ("auto", *PRECISIONS)
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 X86_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bfloat16 arithmetic
 ARM_BFLOAT16_FLAG = "bf16"  # /proc/cpuinfo "Features" on aarch64 Linux
+ARM_MACHINES = ("aarch64", "arm64")
 MACOS_BFLOAT16_KEY = "hw.optional.arm.FEAT_BF16"
 CUDA_FLOAT16_CAPABILITY = (7, 0)  # tensor cores
 CUDA_BFLOAT16_CAPABILITY = (8, 0)
@@ -86,7 +87,8 @@ def slow_reason(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         if precision == "float16":
             return "float16 is for GPUs"
-        return f"bfloat16 is slower than float32 on this CPU (no {' or '.join(X86_BFLOAT16_FLAGS)})"
+        wanted = ARM_BFLOAT16_FLAG if platform.machine().lower() in ARM_MACHINES else " or ".join(X86_BFLOAT16_FLAGS)
+        return f"bfloat16 is slower than float32 on this CPU (no {wanted})"
     if device.type == "mps":
         return f"{precision} is not a fast mode on Apple GPUs"
     return f"{precision} is slower than float32 on this GPU (no tensor cores for it)"

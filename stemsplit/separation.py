@@ -2,7 +2,7 @@
 
 Each network goes over the song the way its family's procedure says (see chunking.py),
 so that results match the implementation its weights were made for; the networks of a
-bag are then mixed with per-stem weights, and a residual stem is the mix minus the others.
+bag are then mixed by their per-stem shares, and a residual stem is the mix minus the others.
 
 The song is streamed: chunks are read as they are needed and finished stretches of stems
 are handed out as soon as no later chunk can change them, so memory does not grow with
@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from .bag import Bag, Network
 from .chunking import Chunk
-from .precision import autocast, choose
+from .errors import SettingsError
+from .precision import Choice, autocast, choose
 
 MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
@@ -37,6 +38,38 @@ class Settings:
 
 
 MAX_SHIFTS = 20  # each shift is a whole pass, held in memory alongside the others
+
+
+@dataclass(frozen=True)
+class Decided:
+    """Settings decided once, for a device: the precision that runs (never "auto") and why. The engine
+    takes them as they are; `check` says whether a bag's procedures can follow them."""
+
+    settings: Settings
+    device: str
+    precision: Choice
+
+    def check(self, bag: Bag) -> None:
+        """Raise SettingsError naming the setting that a network of `bag` cannot follow."""
+        for member in bag.members:
+            try:
+                member.network.chunking.check(member.network.samplerate, self.settings)
+            except (ValueError, TypeError) as error:
+                raise SettingsError(str(error)) from None
+
+
+def decide(settings: Settings, device: str) -> Decided:
+    """The settings to run on `device` (a device name, "auto" resolved): bounds checked and the precision
+    chosen, or a SettingsError whose `setting` names the one at fault."""
+    if not 0 <= settings.shifts <= MAX_SHIFTS:
+        raise SettingsError(f"shifts must be from 0 to {MAX_SHIFTS}, got {settings.shifts}")
+    if settings.batch_size < 1:
+        raise SettingsError("batch size must be >= 1")
+    try:
+        choice = choose(settings.precision, device)
+    except ValueError as error:
+        raise SettingsError(str(error), "precision") from None
+    return Decided(replace(settings, precision=choice.precision), device, choice)
 
 
 class Mix(Protocol):
@@ -97,27 +130,27 @@ class Moments:
 
 
 class OverlapAdd:
-    """Weighted sums of overlapping outputs, released once they are final."""
+    """Windowed sums of overlapping outputs, released once they are final."""
 
     def __init__(self, sources: int, channels: int, start: int):
         self.start = start  # song position of the first sample held
         self.total = torch.zeros(sources, channels, 0)
-        self.weight = torch.zeros(0)
+        self.coverage = torch.zeros(0)  # the sum of the windows at each sample
 
-    def add(self, position: int, output: torch.Tensor, weight: torch.Tensor) -> None:
-        missing = position + output.shape[-1] - self.start - self.weight.shape[0]
+    def add(self, position: int, output: torch.Tensor, window: torch.Tensor) -> None:
+        missing = position + output.shape[-1] - self.start - self.coverage.shape[0]
         if missing > 0:
             self.total = F.pad(self.total, (0, missing))
-            self.weight = F.pad(self.weight, (0, missing))
+            self.coverage = F.pad(self.coverage, (0, missing))
         at = position - self.start
-        self.total[..., at:at + output.shape[-1]] += weight * output
-        self.weight[at:at + output.shape[-1]] += weight
+        self.total[..., at:at + output.shape[-1]] += window * output
+        self.coverage[at:at + output.shape[-1]] += window
 
     def take(self, end: int) -> torch.Tensor:
         """The finished outputs up to song position `end`, forgotten here."""
         count = end - self.start
-        out = self.total[..., :count] / self.weight[:count]
-        self.total, self.weight = self.total[..., count:], self.weight[count:]
+        out = self.total[..., :count] / self.coverage[:count]
+        self.total, self.coverage = self.total[..., count:], self.coverage[count:]
         self.start = end
         return out
 
@@ -125,9 +158,9 @@ class OverlapAdd:
 class Pass:
     """One overlap-added run of one network over the song along its chunks."""
 
-    def __init__(self, network: Network, chunks: list[Chunk], weight: torch.Tensor, channels: int,
+    def __init__(self, network: Network, chunks: list[Chunk], window: torch.Tensor, channels: int,
                  normalisation: Normalisation | None):
-        self.network, self.chunks, self.weight = network, chunks, weight
+        self.network, self.chunks, self.window = network, chunks, window
         self.normalisation = normalisation
         self.next = 0  # index of the next chunk to run
         self.end = chunks[-1].start + chunks[-1].length
@@ -146,7 +179,7 @@ class Pass:
 
     def add(self, chunk: Chunk, output: torch.Tensor) -> None:
         kept = output[..., chunk.trim:chunk.trim + chunk.length]
-        self.overlap_add.add(chunk.start, kept, self.weight[:chunk.length])
+        self.overlap_add.add(chunk.start, kept, self.window[:chunk.length])
 
     def take(self, end: int) -> torch.Tensor:
         """The finished outputs of every source up to song position `end`, in the song's scale."""
@@ -163,21 +196,20 @@ def make_passes(bag: Bag, mix: Mix, settings: Settings) -> list[list[Pass]]:
     passes = []
     for member in bag.members:
         network, chunking = member.network, member.network.chunking
-        weight = chunking.weight(network.samplerate, settings)
-        passes.append([Pass(network, chunks, weight, bag.audio_channels, normalisation if chunking.normalised else None)
+        window = chunking.window(network.samplerate, settings)
+        passes.append([Pass(network, chunks, window, bag.audio_channels, normalisation if chunking.normalised else None)
                        for chunks in chunking.passes(mix.length, network.samplerate, settings)])
     return passes
 
 
-def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device: str | torch.device = "cpu",
+def separate_stream(bag: Bag, mix: Mix, decided: Decided,
                     progress: Progress = lambda done, total: None) -> Iterator[torch.Tensor]:
-    """Separate `mix` into consecutive blocks of (stems, channels, samples) in `bag.stems` order, in song order.
+    """Separate `mix` into consecutive blocks of (stems, channels, samples) in `bag.stems` order, in song order,
+    with settings decided (and checked against `bag`) already.
 
     `progress(done, total)` is called at the start and after each batch of chunks run through a network.
     """
-    device = torch.device(device)
-    check_settings(bag, settings, device)
-    settings = replace(settings, precision=choose(settings.precision, device).precision)
+    device, settings = torch.device(decided.device), decided.settings
     if mix.length == 0:
         return
     passes = make_passes(bag, mix, settings)
@@ -199,7 +231,7 @@ def separate_stream(bag: Bag, mix: Mix, settings: Settings = Settings(), device:
 
 def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass]], mix: Mix, start: int,
                 end: int) -> torch.Tensor:
-    """The bag's stems over song positions [start, end): each computed stem the weighted sum of its
+    """The bag's stems over song positions [start, end): each computed stem the sum of its
     networks' outputs (`scales`: per member, its share of each stem), the residual the mix minus the
     computed stems."""
     stems = torch.zeros(len(bag.stems), bag.audio_channels, end - start)
@@ -242,17 +274,7 @@ def resolve_device(name: str) -> str:
     if name == "auto":
         return next(device for device, available in present.items() if available)
     if name not in present:
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+        raise SettingsError(f"unknown device {name!r}; use auto, cpu, cuda or mps", "device")
     if not present[name]:
-        raise ValueError(f"{name} is not available on this machine")
+        raise SettingsError(f"{name} is not available on this machine", "device")
     return name
-
-
-def check_settings(bag: Bag, settings: Settings, device: str | torch.device) -> None:
-    if not 0 <= settings.shifts <= MAX_SHIFTS:
-        raise ValueError(f"shifts must be from 0 to {MAX_SHIFTS}, got {settings.shifts}")
-    if settings.batch_size < 1:
-        raise ValueError("batch size must be >= 1")
-    choose(settings.precision, device)  # a precision slower than float32 here is refused
-    for member in bag.members:
-        member.network.chunking.check(member.network.samplerate, settings)

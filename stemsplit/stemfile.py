@@ -13,15 +13,21 @@ import math
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ffmpeg
 import torch
 
-from .batch import partial_name, temporary_prefix
-from .audio import ffmpeg_command, ffmpeg_reason, run_cancellable, open_stem_writers
+from .audio import Encoding, ffmpeg_command, ffmpeg_reason, open_stem_writers, run_cancellable
 from .errors import OutputError
+from .files import output_error, publishing, temporary_prefix
+
+if TYPE_CHECKING:
+    from .audio import Song
+    from .bag import Bag
 
 SAMPLE_RATE = 44100  # NI's stem format is 44.1 kHz only
 SLOTS = ("drums", "bass", "other", "vocals")  # NI's order of the stems after the mix
@@ -68,25 +74,30 @@ def stem_file_frames(frames: int, sample_rate: int) -> int:
     return math.ceil(frames * SAMPLE_RATE / sample_rate)
 
 
-def write_stem_file(path: Path, song, blocks: Iterable[torch.Tensor], sources: Sequence[str], *,
-                    source_rate: int, codec: str = "aac", bit_depth: int = 24, clip_mode: str = "rescale",
-                    tags: Mapping[str, str] | None = None, jobs: int = 1) -> None:
-    """Write `path` from an opened song and its separated `(sources, channels, n)` blocks, in order.
+def check_stem_file(encoding: Encoding) -> None:
+    """Raise if a stem file cannot be written as `encoding` says."""
+    if encoding.stem_codec not in CODECS:
+        raise ValueError(f"codec must be one of {CODECS}, got {encoding.stem_codec!r}")
+    if encoding.stem_codec == "alac" and encoding.bit_depth not in ALAC_BIT_DEPTHS:
+        raise OutputError(f"alac stem files store 16 or 24 bits, not {encoding.bit_depth}")
 
-    The mix and the stems go to temporary 44.1 kHz WAV files first (resampled, trimmed to the
-    song's length and clipped like any stem), then ffmpeg encodes them into one MP4 under a
-    temporary name, which is renamed to `path` once complete.
+
+def write_stem_file(path: Path, song: Song, blocks: Iterable[torch.Tensor], bag: Bag, encoding: Encoding, *,
+                    jobs: int = 1, record: tuple[Path, str] | None = None) -> None:
+    """Write `path` from an opened song and the `(sources, channels, n)` blocks `bag` separated it into, in order.
+
+    The mix and the stems go to temporary 44.1 kHz WAV files first (resampled, trimmed to the song's length
+    and clipped like any stem), then ffmpeg encodes them into one MP4 under a temporary name, published
+    with `record` once complete (see `files.publishing`).
     """
-    if codec not in CODECS:
-        raise ValueError(f"codec must be one of {CODECS}, got {codec!r}")
-    if codec == "alac" and bit_depth not in ALAC_BIT_DEPTHS:
-        raise OutputError(f"alac stem files store 16 or 24 bits, not {bit_depth}")
-    slots = slot_sources(sources)
+    check_stem_file(encoding)
+    slots = slot_sources(bag.stems)
     frames = stem_file_frames(song.info.frames, song.info.sample_rate)
-    with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
+    track = replace(encoding, rate=SAMPLE_RATE, format="wav", tags={},
+                    bit_depth=32 if encoding.stem_codec == "aac" else encoding.bit_depth)
+    with publishing([path], record) as temporaries, tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         tracks = [Path(folder) / f"{index}.wav" for index in range(1 + len(SLOTS))]
-        with open_stem_writers(tracks, SAMPLE_RATE, frames=frames, source_rate=source_rate, format="wav",
-                               bit_depth=32 if codec == "aac" else bit_depth, clip_mode=clip_mode,
+        with open_stem_writers(dict.fromkeys(tracks, track), frames=frames, source_rate=bag.samplerate,
                                jobs=jobs) as writers:
             position = 0
             for block in blocks:
@@ -94,33 +105,26 @@ def write_stem_file(path: Path, song, blocks: Iterable[torch.Tensor], sources: S
                 writers.write([song.read(position, separated.shape[-1]),
                                *(separated[indices].sum(0) for indices in slots)])
                 position += separated.shape[-1]
-        _mux(tracks, Path(path), codec, bit_depth, dict(tags or {}))
+        _mux(tracks, temporaries[path], path, encoding)
 
 
-def _mux(tracks: Sequence[Path], path: Path, codec: str, bit_depth: int, tags: dict[str, str]) -> None:
-    """Encode the WAV `tracks` (mix first) into the stem file `path`, atomically."""
-    temporary = partial_name(path)
-    encoding = {"b:a": AAC_BITRATE} if codec == "aac" else {"sample_fmt": "s16p" if bit_depth == 16 else "s32p"}
+def _mux(tracks: Sequence[Path], temporary: Path, path: Path, encoding: Encoding) -> None:
+    """Encode the WAV `tracks` (mix first) into the stem file `temporary`; errors name the final `path`."""
+    codec = encoding.stem_codec
+    quality = {"b:a": AAC_BITRATE} if codec == "aac" else {"sample_fmt": "s16p" if encoding.bit_depth == 16 else "s32p"}
     # Only the mix plays in players that know nothing of stems; the stems are disabled alternatives.
     dispositions = {f"disposition:a:{index}": "default" if index == 0 else "0" for index in range(len(tracks))}
-    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(tags.items())}
+    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(encoding.tags.items())}
     inputs = [ffmpeg.input(f"file:{track}")["a"] for track in tracks]
     command = ffmpeg_command(ffmpeg.output(*inputs, f"file:{temporary}", f="mp4", brand=MAJOR_BRAND,
-                                            acodec=codec, **encoding, **dispositions, **metadata))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+                                            acodec=codec, **quality, **dispositions, **metadata))
     try:
         returncode, stderr = run_cancellable(command, None)
         if returncode:
             raise OutputError(f"cannot write {path}: {ffmpeg_reason(stderr)}")
         add_stem_box(temporary, manifest())
-        os.replace(temporary, path)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+        raise output_error(path, exc) from None
 
 
 def add_stem_box(path: Path, content: bytes) -> None:

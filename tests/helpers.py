@@ -18,9 +18,9 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from stemsplit.audio import AudioInfo, open_song, open_stem_writers
+from stemsplit.audio import AudioInfo, Encoding, open_song, open_stem_writers
 from stemsplit.bag import Bag
-from stemsplit.separation import Progress, Settings, separate_stream
+from stemsplit.separation import Progress, Settings, decide, separate_stream
 
 # Signals
 
@@ -133,17 +133,14 @@ def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) 
         return song.read(0, song.length), song.info
 
 
-def write_stems(outputs: Mapping[Path, np.ndarray], sample_rate: int, *, frames: int, source_rate: int = 44100,
-                format: str = "wav", bit_depth: int = 24, clip_mode: str = "rescale", bitrate: int = 320,
-                tags: Mapping[str, str] | None = None) -> None:
+def write_stems(outputs: Mapping[Path, np.ndarray], encoding: Encoding, *, frames: int,
+                source_rate: int = 44100) -> None:
     """Write each whole `(channels, n)` array like `open_stem_writers` writes blocks."""
-    with open_stem_writers(list(outputs), sample_rate, frames=frames, source_rate=source_rate, format=format,
-                           bit_depth=bit_depth, clip_mode=clip_mode, bitrate=bitrate,
-                           tags=[tags] * len(outputs) if tags else None) as writers:
+    with open_stem_writers(dict.fromkeys(outputs, encoding), frames=frames, source_rate=source_rate) as writers:
         writers.write([np.asarray(audio, np.float32) for audio in outputs.values()])
 
 
-def window(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
+def excerpt(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
     """`source[..., start:start + length]`, zero-filled where it runs off either end."""
     end = start + length
     inside = source[..., max(start, 0):min(end, source.shape[-1])]
@@ -158,11 +155,14 @@ class TensorMix:
         self.length = audio.shape[-1]
 
     def read(self, start: int, length: int) -> torch.Tensor:
-        return window(self.audio, start, length)
+        return excerpt(self.audio, start, length)
 
 
-def separate_tensor(bag: Bag, mix: torch.Tensor, settings: Settings | None = None, device: str | torch.device = "cpu",
+def separate_tensor(bag: Bag, mix: torch.Tensor, settings: Settings | None = None, device: str = "cpu",
                     progress: Progress = lambda done, total: None) -> torch.Tensor:
-    """Separate `mix` (channels, samples) at the bag's rate into (stems, channels, samples)."""
-    blocks = list(separate_stream(bag, TensorMix(mix), settings or Settings(), device, progress))
+    """Separate `mix` (channels, samples) at the bag's rate into (stems, channels, samples), `settings`
+    decided for `device` here."""
+    decided = decide(settings or Settings(), device)
+    decided.check(bag)
+    blocks = list(separate_stream(bag, TensorMix(mix), decided, progress))
     return torch.cat(blocks, dim=-1) if blocks else torch.zeros(len(bag.stems), bag.audio_channels, 0)

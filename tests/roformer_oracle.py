@@ -60,7 +60,7 @@ def oracle_network(config: RoformerConfig, seed: int = 0, scale: float = 0.05,
 
 def roformer_files(folder: Path, num_stems: int, num_overlap: int, seed: int = 0):
     """A small random Mel-Band RoFormer of the oracle's as a community checkpoint and YAML (one-second chunks)."""
-    from stemsplit.checkpoint import read_config
+    from stemsplit.families.roformer import read_config
 
     target = "null" if num_stems > 1 else "vocals"
     config_path = folder / f"small{num_stems}.yaml"

@@ -11,7 +11,7 @@ import stemsplit
 from helpers import separate_tensor
 from stemsplit import precision
 from stemsplit.registry import load_bag
-from stemsplit.separation import Settings, check_settings
+from stemsplit.separation import Settings, decide
 
 
 @pytest.fixture(scope="module")
@@ -65,5 +65,35 @@ def test_float16_is_refused_on_cpu_only(tiny_repo, monkeypatch):
     with pytest.raises(ValueError, match=r"^float16 is for GPUs; use auto \(bfloat16 here\)$"):
         stemsplit.load_model("tiny", repo=tiny_repo, device="cpu", precision="float16")
     bag = load_bag("tiny", tiny_repo)
-    check_settings(bag, Settings(precision="float16"), "cuda")  # allowed wherever a GPU runs it
-    check_settings(bag, Settings(precision="bfloat16"), "cpu")
+    decide(Settings(precision="float16"), "cuda").check(bag)  # allowed wherever a GPU runs it
+    decide(Settings(precision="bfloat16"), "cpu").check(bag)
+
+
+@pytest.mark.parametrize("method", ["add", "minus"])
+def test_two_stems_in_the_api_are_the_clis(tmp_path, tiny_repo, method):
+    from click.testing import CliRunner
+
+    from stemsplit.cli import main
+
+    song = tmp_path / "song.wav"
+    sf.write(song, noise(2, 50_000, seed=4).T, 44100, subtype="FLOAT")
+    result = CliRunner().invoke(main, ["-n", "tiny", "--repo", str(tiny_repo), "--two-stems", "vocals", "--other-method",
+                                       method, "--bit-depth", "32", "--clip-mode", "none", "-o", str(tmp_path / "out"),
+                                       str(song)])
+    assert result.exit_code == 0, result.output
+    model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu", two_stems="vocals", other_method=method)
+    stems, rate = model.separate(song)
+    assert rate == 44100 and list(stems) == model.stems == ["vocals", "no_vocals"]
+    for name, stem in stems.items():
+        written, _ = sf.read(tmp_path / "out" / "tiny" / "song" / f"{name}.wav", dtype="float32")
+        np.testing.assert_allclose(stem, written.T, atol=1e-6, rtol=0)
+    if method == "minus":  # the mix minus vocals: the pair gives back the song
+        np.testing.assert_allclose(stems["vocals"] + stems["no_vocals"], sf.read(song, dtype="float32")[0].T,
+                                   atol=1e-5, rtol=0)
+
+
+def test_unknown_stems_and_methods_in_the_api_are_settings_errors(tiny_repo):
+    with pytest.raises(stemsplit.errors.SettingsError, match="unknown stem 'flute'; this model has drums"):
+        stemsplit.load_model("tiny", repo=tiny_repo, two_stems="flute")
+    with pytest.raises(stemsplit.errors.SettingsError, match="other_method must be one of add, minus"):
+        stemsplit.load_model("tiny", repo=tiny_repo, two_stems="vocals", other_method="subtract")

@@ -18,7 +18,7 @@ import torch
 
 from helpers import load_audio, read, sdr, write_stems
 from stemsplit import audio
-from stemsplit.audio import FORMATS, AudioInfo, find_ffmpeg, open_song, open_stem_writers, resample, resample_blocks
+from stemsplit.audio import FORMATS, AudioInfo, Encoding, find_ffmpeg, open_song, open_stem_writers, resample, resample_blocks
 from stemsplit.errors import FfmpegError, InputError, OutputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -207,7 +207,8 @@ def test_float_wav_loads_and_writes_back_bit_exactly(tmp_path):
     np.testing.assert_array_equal(mix, source)
     assert info == AudioInfo(44100, 2, 12345, {}, ())
     out = tmp_path / "out" / "vocals.wav"
-    write_stems({out: mix}, info.sample_rate, frames=info.frames, format="wav", bit_depth=32, clip_mode="none")
+    write_stems({out: mix}, Encoding(info.sample_rate, format="wav", bit_depth=32, clip_mode="none"),
+                frames=info.frames)
     written, rate = read(out)
     assert rate == 44100 and sf.info(out).subtype == "FLOAT"
     np.testing.assert_array_equal(written, source)
@@ -224,7 +225,7 @@ def test_integer_pcm_round_trips_bit_exactly(tmp_path, format, bits):
     mix, info = load_audio(source)
     np.testing.assert_array_equal(mix, ints / scale)
     out = tmp_path / f"out.{format}"
-    write_stems({out: mix}, 44100, frames=info.frames, format=format, bit_depth=bits, clip_mode="none")
+    write_stems({out: mix}, Encoding(44100, format=format, bit_depth=bits, clip_mode="none"), frames=info.frames)
     written, _ = read(out, dtype="int32")
     assert sf.info(out).subtype == f"PCM_{bits}"
     np.testing.assert_array_equal(written >> (32 - bits), ints)
@@ -292,7 +293,8 @@ def test_other_rates_come_back_at_their_own_rate_and_length(tmp_path, rate, subt
     assert (info.sample_rate, info.frames) == (rate, frames)
     assert mix.shape == (2, math.ceil(frames * 44100 / rate))
     out = tmp_path / "stems" / "bass.wav"
-    write_stems({out: mix}, rate, frames=frames, source_rate=44100, format="wav", bit_depth=32, clip_mode="none")
+    write_stems({out: mix}, Encoding(rate, format="wav", bit_depth=32, clip_mode="none"), frames=frames,
+                source_rate=44100)
     written, written_rate = read(out)
     assert written_rate == rate and written.shape == (2, frames)
     original, _ = read(tmp_path / "in.wav")
@@ -380,8 +382,8 @@ def stems_for(frames: int) -> dict[str, np.ndarray]:
 def test_stems_are_written_in_place_with_no_leftovers(tmp_path):
     out = tmp_path / "separated" / "model" / "song"
     stems = stems_for(2205)
-    write_stems({out / f"{name}.flac": x for name, x in stems.items()}, 44100, frames=2205, format="flac",
-                bit_depth=24, clip_mode="rescale")
+    write_stems({out / f"{name}.flac": x for name, x in stems.items()},
+                Encoding(44100, format="flac", bit_depth=24, clip_mode="rescale"), frames=2205)
     assert sorted(p.name for p in out.iterdir()) == ["bass.flac", "drums.flac", "vocals.flac"]
     for name, x in stems.items():
         written, rate = read(out / f"{name}.flac")
@@ -395,7 +397,7 @@ def test_a_failing_stem_leaves_nothing_behind(tmp_path):
     (out / "drums.wav").write_bytes(b"previous run")
     outputs = {out / "vocals.wav": tones(44100, 500), out / "drums.wav": np.zeros(500, np.float32)}
     with pytest.raises(ValueError, match="channels, samples"):
-        write_stems(outputs, 44100, frames=500)
+        write_stems(outputs, Encoding(44100), frames=500)
     assert [p.name for p in out.iterdir()] == ["drums.wav"]
     assert (out / "drums.wav").read_bytes() == b"previous run"
 
@@ -412,7 +414,7 @@ def test_an_interrupt_mid_way_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(audio, "_encode", encode_then_interrupt)
     out = tmp_path / "song"
     with pytest.raises(KeyboardInterrupt):
-        write_stems({out / f"{name}.wav": x for name, x in stems_for(500).items()}, 44100, frames=500)
+        write_stems({out / f"{name}.wav": x for name, x in stems_for(500).items()}, Encoding(44100), frames=500)
     assert len(written) == 2 and all(p.name.startswith(".") and ".partial-" in p.name for p in written)
     assert not out.exists()  # nor the folder made for them
 
@@ -421,7 +423,7 @@ def test_unwritable_folder_is_an_output_error(tmp_path):
     (tmp_path / "file").write_text("a file, not a folder")
     target = tmp_path / "file" / "out" / "vocals.wav"
     with pytest.raises(OutputError, match=f"^cannot write to {tmp_path / 'file' / 'out'}: ") as caught:
-        write_stems({target: tones(44100, 100)}, 44100, frames=100)
+        write_stems({target: tones(44100, 100)}, Encoding(44100), frames=100)
     assert "\n" not in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
@@ -430,7 +432,7 @@ def test_output_that_is_a_folder_is_an_output_error(tmp_path):
     (tmp_path / "vocals.wav").mkdir()
     with pytest.raises(OutputError, match="^cannot write .*vocals.wav: "):
         write_stems({tmp_path / "bass.wav": tones(44100, 100), tmp_path / "vocals.wav": tones(44100, 100)},
-                    44100, frames=100)
+                    Encoding(44100), frames=100)
     assert not any(".partial-" in p.name for p in tmp_path.iterdir())
 
 
@@ -443,15 +445,15 @@ def test_output_that_is_a_folder_is_an_output_error(tmp_path):
 ])
 def test_impossible_outputs_are_refused_before_writing(tmp_path, format, rate, bits, error, message):
     with pytest.raises(error, match=f"^{message}; use wav or flac$" if error is InputError else message):
-        write_stems({tmp_path / "out" / f"a.{format}": tones(44100, 100)}, rate, frames=100, format=format,
-                    bit_depth=bits)
+        write_stems({tmp_path / "out" / f"a.{format}": tones(44100, 100)},
+                    Encoding(rate, format=format, bit_depth=bits), frames=100)
     assert not (tmp_path / "out").exists()
 
 
 def test_output_is_padded_or_trimmed_to_the_requested_frames(tmp_path):
     x = tones(44100, 1000)
-    write_stems({tmp_path / "long.wav": x, tmp_path / "short.wav": x[:, :900]}, 44100, frames=950,
-                bit_depth=32, clip_mode="none")
+    write_stems({tmp_path / "long.wav": x, tmp_path / "short.wav": x[:, :900]},
+                Encoding(44100, bit_depth=32, clip_mode="none"), frames=950)
     long, _ = read(tmp_path / "long.wav")
     short, _ = read(tmp_path / "short.wav")
     np.testing.assert_array_equal(long, x[:, :950])
@@ -464,7 +466,7 @@ def test_output_is_padded_or_trimmed_to_the_requested_frames(tmp_path):
 def test_clip_modes_follow_the_reference(tmp_path, mode, bits, peak):
     x = tones(44100, 1000)
     loud = 2.0 * x / np.abs(x).max()
-    write_stems({tmp_path / "loud.wav": loud}, 44100, frames=1000, bit_depth=bits, clip_mode=mode)
+    write_stems({tmp_path / "loud.wav": loud}, Encoding(44100, bit_depth=bits, clip_mode=mode), frames=1000)
     written, _ = read(tmp_path / "loud.wav")
     assert np.abs(written).max() == pytest.approx(peak, abs=2 ** -15)
     if mode == "rescale":
@@ -473,7 +475,7 @@ def test_clip_modes_follow_the_reference(tmp_path, mode, bits, peak):
 
 def test_rescale_leaves_quiet_stems_untouched(tmp_path):
     x = tones(44100, 1000)
-    write_stems({tmp_path / "quiet.wav": x}, 44100, frames=1000, bit_depth=32, clip_mode="rescale")
+    write_stems({tmp_path / "quiet.wav": x}, Encoding(44100, bit_depth=32, clip_mode="rescale"), frames=1000)
     np.testing.assert_array_equal(read(tmp_path / "quiet.wav")[0], x)
 
 
@@ -487,7 +489,7 @@ def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate
     frames = 2 * rate + 333  # over one Ogg page, see test_lossy_inputs_keep_their_exact_length
     model_rate_audio = tones(44100, math.ceil(frames * 44100 / rate))
     out = tmp_path / f"vocals.{format}"
-    write_stems({out: model_rate_audio}, rate, frames=frames, format=format, bit_depth=24)
+    write_stems({out: model_rate_audio}, Encoding(rate, format=format, bit_depth=24), frames=frames)
     decoded, info = load_audio(out, sample_rate=rate)
     assert (info.sample_rate, info.frames) == (rate, frames)
     assert correlation(decoded, tones(rate, frames)) > 0.99
@@ -498,15 +500,15 @@ def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate
                                     for name in FORMATS])
 def test_formats_constant_matches_what_writing_accepts(tmp_path, format):
     for bits in FORMATS[format] or (16,):
-        write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, 44100, frames=88200, format=format,
-                    bit_depth=bits)
+        write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)}, Encoding(44100, format=format, bit_depth=bits),
+                    frames=88200)
         assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
 
 
 
-def write_in_blocks(paths: list[Path], stems: list[np.ndarray], sample_rate: int, frames: int, **options) -> None:
+def write_in_blocks(paths: list[Path], stems: list[np.ndarray], encoding: Encoding, frames: int) -> None:
     cuts = [0, 1, 1000, 1001, 17000, stems[0].shape[1]]  # uneven, consecutive blocks
-    with open_stem_writers(paths, sample_rate, frames=frames, **options) as writers:
+    with open_stem_writers(dict.fromkeys(paths, encoding), frames=frames) as writers:
         for start, end in zip(cuts, cuts[1:]):
             writers.write([stem[:, start:end] for stem in stems])
 
@@ -521,7 +523,7 @@ def test_stems_written_in_blocks_are_the_whole_stems_resampled_and_clipped(tmp_p
     stems = loud_and_quiet(30011)
     frames = math.ceil(30011 * 48000 / 44100) - 3
     paths = [tmp_path / "out" / "loud.wav", tmp_path / "out" / "quiet.wav"]
-    write_in_blocks(paths, stems, 48000, frames, bit_depth=32)
+    write_in_blocks(paths, stems, Encoding(48000, bit_depth=32), frames)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["loud.wav", "quiet.wav"]
     for path, stem in zip(paths, stems):
         resampled = resample(torch.from_numpy(stem), 44100, 48000).numpy()[:, :frames]
@@ -536,8 +538,8 @@ def test_stems_written_in_blocks_equal_write_stems_of_the_whole_arrays(tmp_path,
     frames = math.ceil(30011 * 48000 / 44100) + 5
     blocks, whole = [[tmp_path / folder / f"{name}.{format}" for name in ("loud", "quiet")]
                      for folder in ("blocks", "whole")]
-    write_in_blocks(blocks, stems, 48000, frames, format=format, bit_depth=24)
-    write_stems(dict(zip(whole, stems)), 48000, frames=frames, format=format, bit_depth=24)
+    write_in_blocks(blocks, stems, Encoding(48000, format=format, bit_depth=24), frames)
+    write_stems(dict(zip(whole, stems)), Encoding(48000, format=format, bit_depth=24), frames=frames)
     for block_path, whole_path in zip(blocks, whole):
         assert sf.info(block_path).frames == frames
         np.testing.assert_array_equal(read(block_path, "int32")[0], read(whole_path, "int32")[0])
@@ -549,7 +551,8 @@ def test_an_error_inside_the_with_block_leaves_nothing_behind(tmp_path, error):
     out.mkdir()
     (out / "drums.wav").write_bytes(b"previous run")
     with pytest.raises(error):
-        with open_stem_writers([out / "vocals.wav", out / "drums.wav"], 44100, frames=1000) as writers:
+        outputs = dict.fromkeys([out / "vocals.wav", out / "drums.wav"], Encoding(44100))
+        with open_stem_writers(outputs, frames=1000) as writers:
             writers.write([tones(44100, 500)] * 2)
             assert len(list(out.iterdir())) == 3  # the stems are kept in temporaries meanwhile
             raise error
@@ -563,7 +566,7 @@ def test_a_full_disk_is_an_output_error_that_leaves_nothing_behind(tmp_path, mon
 
     monkeypatch.setattr(audio, "_append_raw", disk_full)
     with pytest.raises(OutputError, match=f"^cannot write {tmp_path / 'vocals.wav'}: No space left on device$"):
-        write_stems({tmp_path / "vocals.wav": tones(44100, 100)}, 44100, frames=100)
+        write_stems({tmp_path / "vocals.wav": tones(44100, 100)}, Encoding(44100), frames=100)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -571,7 +574,7 @@ def test_a_full_disk_is_an_output_error_that_leaves_nothing_behind(tmp_path, mon
 def test_tags_are_written_where_the_format_can_store_them(tmp_path, format):
     tags = {"title": "My song (vocals)", "artist": "Motörhead", "album_artist": "Various", "track": "3"}
     path = tmp_path / f"vocals.{format}"
-    write_stems({path: tones(44100, 1000)}, 44100, frames=1000, format=format, tags=tags)
+    write_stems({path: tones(44100, 1000)}, Encoding(44100, format=format, tags=tags), frames=1000)
     stored = tags if format == "mp3" else {key: value for key, value in tags.items() if key != "album_artist"}
     assert load_audio(path)[1].tags == stored
 
@@ -581,7 +584,7 @@ def test_tags_are_written_where_the_format_can_store_them(tmp_path, format):
 STREAMING_CHILD = """
 import resource, sys
 from pathlib import Path
-from stemsplit.audio import open_song, open_stem_writers
+from stemsplit.audio import Encoding, open_song, open_stem_writers
 
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -591,7 +594,7 @@ song_path, out = Path(sys.argv[1]), Path(sys.argv[2])
 window, stride = 441000, 330750
 with open_song(song_path) as song:
     paths = [out / f"{gain}.wav" for gain in (1, 2, 3, 4)]
-    with open_stem_writers(paths, 44100, frames=song.length) as writers:
+    with open_stem_writers(dict.fromkeys(paths, Encoding(44100)), frames=song.length) as writers:
         for start in range(0, song.length, stride):
             context = (window - stride) // 2
             middle = song.read(start - context, window)[:, context:context + min(stride, song.length - start)]
@@ -626,7 +629,8 @@ def test_stems_finished_in_parallel_equal_those_finished_one_by_one(tmp_path):
     written = {}
     for jobs in (1, 3):
         paths = [tmp_path / str(jobs) / f"{name}.flac" for name in stems]
-        with open_stem_writers(paths, 48000, frames=32_000, format="flac", jobs=jobs) as writers:
+        outputs = dict.fromkeys(paths, Encoding(48000, format="flac"))
+        with open_stem_writers(outputs, frames=32_000, jobs=jobs) as writers:
             writers.write(list(stems.values()))
         written[jobs] = [sf.read(path)[0] for path in paths]
     for one, parallel in zip(written[1], written[3]):

@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from helpers import environment, load_audio, read, separate_tensor, stemsplit, tone
-from stemsplit.cli import pick_stems, safe_name, stem_paths
+from stemsplit.batch import safe_name, stem_paths
+from stemsplit.cli import pick_stems
 from stemsplit.registry import load_bag
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -142,7 +143,7 @@ def test_verbose_says_which_precision_auto_ran_and_why(tmp_path, song, tiny_repo
 
 
 def test_models_lists_the_catalogue_without_network(tmp_path):
-    from stemsplit.registry import read_catalogue
+    from stemsplit.catalogue import read_catalogue
 
     result = stemsplit("models", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr
@@ -152,9 +153,10 @@ def test_models_lists_the_catalogue_without_network(tmp_path):
         f"{name} (default)" if name == "htdemucs" else name for name in catalogue]
     for name, info in catalogue.items():
         at = lines.index(f"{name} (default)" if name == "htdemucs" else name)
-        assert lines[at + 1] == f"  family {info.family}; licence {info.licence}; pinned {info.pinning}; cached no"
+        assert lines[at + 1] == f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; cached no"
         assert lines[at + 2] == f"  stems: {', '.join(info.stems)}"
     assert "  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; cached no" in lines
+    assert "  ensemble of mel_band_roformer_kim + htdemucs_ft; licence those of its parts; pinned sha256; cached no" in lines
 
 
 def test_help_names_the_options():

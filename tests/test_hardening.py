@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import (command, environment, error_lines, interrupt_promptly, json_lines, leftovers, read, tone,
-                     wait_for)
+from helpers import (command, environment, error_lines, files_under, interrupt_promptly, json_lines, leftovers, read,
+                     tone, wait_for)
 from stemsplit.audio import open_song
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -94,6 +94,44 @@ def test_a_rerun_in_the_album_folder_does_not_separate_the_stems(tmp_path, tiny_
     rerun = in_process(".", *TINY, "--repo", tiny_repo, "--json", "--skip-existing", tmp=tmp_path / "tmp")
     assert rerun.returncode == 0, rerun.stderr
     assert [(line["input"], line["status"]) for line in json_lines(rerun.stdout)] == [("song.wav", "skipped")]
+
+
+def test_an_input_where_this_models_stems_go_is_refused_and_the_batch_goes_on(tmp_path, tiny_repo, in_process):
+    sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
+    first = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    assert first.returncode == 0, first.stderr
+    vocals = tmp_path / "out" / "tiny" / "song" / "vocals.wav"
+    before = vocals.read_bytes()
+    sf.write(tmp_path / "other.wav", tone(0.3, 44100, seed=1), 44100)
+    again = in_process(vocals, tmp_path / "other.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+                       tmp=tmp_path / "tmp")
+    assert again.returncode == 1, again.stderr
+    assert [(line["input"], line["status"]) for line in json_lines(again.stdout)] == [
+        (str(vocals), "failed"), (str(tmp_path / "other.wav"), "done")]
+    assert error_lines(again.stderr) == [f"error: {vocals}: is inside the output folder {tmp_path / 'out' / 'tiny'}; "
+                                         "stems are never taken as inputs"]
+    assert not (tmp_path / "out" / "tiny" / "vocals").exists() and vocals.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["folder", "glob"])
+def test_a_folder_or_glob_with_audio_only_in_the_output_folder_says_so(tmp_path, tiny_repo, in_process, kind):
+    album = tmp_path / "album"
+    (album / "out" / "tiny" / "old").mkdir(parents=True)
+    sf.write(album / "out" / "tiny" / "old" / "vocals.wav", tone(0.3, 44100), 44100)
+    given = album if kind == "folder" else str(album / "**" / "*.wav")
+    result = in_process(given, *TINY, "--repo", tiny_repo, "-o", album / "out", tmp=tmp_path / "tmp")
+    assert result.returncode == 1, result.stderr
+    why = "holds no audio outside the output folder" if kind == "folder" else "matches no audio outside the output folder"
+    assert error_lines(result.stderr) == [f"error: {given}: {why}"]
+    assert files_under(album / "out") == [album / "out" / "tiny" / "old" / "vocals.wav"]
+
+
+def test_a_folder_without_audio_is_one_line_saying_so(tmp_path, tiny_repo, in_process):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no audio here")
+    result = in_process(tmp_path / "notes", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    assert result.returncode == 1, result.stderr
+    assert error_lines(result.stderr) == [f"error: {tmp_path / 'notes'}: holds no audio outside the output folder"]
 
 
 # 3. A stem never overwrites an input
@@ -260,7 +298,7 @@ def test_an_unreachable_hub_is_one_line_without_retries(tmp_path, monkeypatch):
 
 
 def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
-    from stemsplit.registry import find_model
+    from stemsplit.catalogue import find_model
 
     info = find_model("htdemucs")
     snapshot = tmp_path / "hf" / "hub" / f"models--{info.repo.replace('/', '--')}" / "snapshots" / info.revision
@@ -527,7 +565,7 @@ def test_a_rerun_removes_what_a_killed_run_left(tmp_path, tiny_repo, in_process)
 
 
 def test_partials_of_a_live_process_or_another_host_are_kept(tmp_path):
-    from stemsplit.batch import HOST, partial_name, remove_stale
+    from stemsplit.files import HOST, partial_name, remove_stale
 
     alive = partial_name(tmp_path / "vocals.wav")  # this process's
     elsewhere = tmp_path / f".bass.wav.partial-{HOST}x-1-0123abcd"  # another host's

@@ -49,6 +49,12 @@ def refusal(requested: str, device: str) -> str:
     return str(error.value)
 
 
+def test_an_arm_cpu_without_bf16_is_told_what_it_lacks(fake_cpu, monkeypatch):
+    fake_cpu({"fp", "asimd", "sve"})  # Graviton 2
+    monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
+    assert refusal("bfloat16", "cpu") == "bfloat16 is slower than float32 on this CPU (no bf16); use float32"
+
+
 def test_flags_are_read_from_x86_and_arm_cpuinfo():
     assert flags_in(X86_CPUINFO) == {"fpu", "vme", "avx2", "avx512f", "avx512_bf16"}
     assert flags_in(ARM_CPUINFO) == {"fp", "asimd", "evtstrm", "sve", "bf16"}

@@ -16,7 +16,8 @@ import torch
 
 from helpers import load_audio, relative_error, sdr, separate_tensor
 from stemsplit.precision import choose
-from stemsplit.registry import load_bag, read_catalogue
+from stemsplit.catalogue import read_catalogue
+from stemsplit.registry import load_bag
 from stemsplit.separation import Settings
 
 WEIGHTS = os.environ.get("STEMSPLIT_TEST_WEIGHTS")

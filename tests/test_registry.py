@@ -26,17 +26,10 @@ from hub_server import HubServer
 from oracle import perturbed_reference, safetensors_file
 from reference_configs import SMALL_KWARGS
 from stemsplit.errors import ModelError
-from stemsplit.hub import RECORDS, hub_cache, sha256_of
-from stemsplit.registry import (
-    ModelInfo,
-    WeightFile,
-    default_model,
-    download_bag,
-    find_model,
-    is_cached,
-    load_bag,
-    read_catalogue,
-)
+from stemsplit.catalogue import ModelInfo, WeightFile, default_model, find_model, read_catalogue
+from stemsplit.files import sha256_of
+from stemsplit.hub import VERIFICATIONS, hub_cache
+from stemsplit.registry import download_bag, is_cached, load_bag
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHA256 = ROOT.parent / "shared" / "reference" / "weights-sha256.txt"
@@ -77,14 +70,14 @@ def tiny_info(content: bytes) -> ModelInfo:
         sha256=hashlib.sha256(content).hexdigest(),
         legacy=f"{SIGNATURE}-00000000.th",
         legacy_sha256="0" * 64,
-        weights=(1.0, 1.0, 1.0, 1.0),
+        shares=(1.0, 1.0, 1.0, 1.0),
     )
     return ModelInfo(name="tiny", family="htdemucs", description="a tiny test model", licence="MIT",
                      stems=tuple(SOURCES), repo=REPO_ID, revision=COMMIT, files=(file,))
 
 
 def weight_rows(bag) -> list[list[float]]:
-    return [[member.weights[stem] for stem in bag.stems] for member in bag.members]
+    return [[member.shares[stem] for stem in bag.stems] for member in bag.members]
 
 
 def assert_same_weights(bag, reference: torch.nn.Module) -> None:
@@ -146,7 +139,7 @@ def test_catalogue_lists_the_official_models():
         for file in info.files:
             assert file.name == f"{file.signature}.safetensors"
             assert file.legacy == f"{file.signature}-{file.legacy_sha256[:8]}.th"
-            assert len(file.weights) == len(info.stems)
+            assert len(file.shares) == len(info.stems)
 
 
 def test_catalogue_bags_match_the_reference_bag_files():
@@ -159,7 +152,7 @@ def test_catalogue_bags_match_the_reference_bag_files():
         spec = yaml.safe_load((remote / f"{name}.yaml").read_text())
         assert [file.signature for file in info.files] == spec["models"]
         default = [[1.0] * len(info.stems) for _ in info.files]
-        assert [list(file.weights) for file in info.files] == spec.get("weights", default)
+        assert [list(file.shares) for file in info.files] == spec.get("weights", default)
 
 
 def published_files() -> dict[str, tuple[str, str, str]]:
@@ -282,8 +275,8 @@ def test_killed_download_leaves_nothing_that_loads(hub, reference, weights, tmp_
     hub.stall_after = len(weights) // 2
     catalogue = tmp_path / "tiny.toml"
     catalogue.write_text(catalogue_toml(tiny_info(weights)))
-    script = ("from pathlib import Path; from stemsplit.registry import download_bag, find_model, "
-              f"read_catalogue; download_bag(find_model('tiny', read_catalogue(Path({str(catalogue)!r}))))")
+    script = ("from pathlib import Path; from stemsplit.registry import download_bag; "
+              f"from stemsplit.catalogue import find_model, read_catalogue; download_bag(find_model('tiny', read_catalogue(Path({str(catalogue)!r}))))")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", script], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -320,7 +313,7 @@ name = "{file.name}"
 sha256 = "{file.sha256}"
 legacy = "{file.legacy}"
 legacy_sha256 = "{file.legacy_sha256}"
-weights = {json.dumps(list(file.weights))}
+shares = {json.dumps(list(file.shares))}
 """
 
 
@@ -418,13 +411,13 @@ def test_other_model_classes_are_refused(tmp_path, reference):
 
     (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(
         safetensors_file(reference, KWARGS, klass="demucs.hdemucs.HDemucs"))
-    with pytest.raises(ModelError, match="HTDemucs models only"):
+    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs demucs.htdemucs.HTDemucs models only"):
         load_bag(SIGNATURE, repo=tmp_path)
 
     content = legacy_file(legacy_package(reference, klass=HDemucs))
     (tmp_path / f"{SIGNATURE}.safetensors").unlink()
     (tmp_path / legacy_name(content)).write_bytes(content)
-    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs HTDemucs models only"):
+    with pytest.raises(ModelError, match="demucs.hdemucs.HDemucs model; stemsplit runs demucs.htdemucs.HTDemucs models only"):
         load_bag(SIGNATURE, repo=tmp_path)
 
 
@@ -532,7 +525,7 @@ def test_unpinned_file_is_checked_against_the_hubs_sha256_then_against_the_recor
     assert info.pinning == "no" and not is_cached(info)
     assert_same_weights(download_bag(info), reference)
     folder = hub_cache() / f"models--{REPO_ID.replace('/', '--')}"
-    record = json.loads((folder / RECORDS).read_text())
+    record = json.loads((folder / VERIFICATIONS).read_text())
     assert record == {f"main/{SIGNATURE}.safetensors": {"commit": COMMIT, "sha256": hashlib.sha256(weights).hexdigest()}}
     assert is_cached(info)
     hub.stop()
@@ -585,22 +578,60 @@ name = "voc/small.ckpt"
 sha256 = "{sha256}"
 
 [mix]
-family = "ensemble"
 description = "vocals from voc, drums and bass from tiny"
 licence = "those of its parts"
 stems = ["drums", "bass", "other", "vocals"]
 residual = "other"
 parts = [{{model = "voc", stems = ["vocals"]}}, {{model = "tiny", stems = ["drums", "bass"]}}]
 """)
-    monkeypatch.setattr("stemsplit.registry.CATALOGUE", catalogue)
+    monkeypatch.setattr("stemsplit.catalogue.CATALOGUE", catalogue)
     voc = load_bag("voc")
     assert voc.stems == ["vocals", "no_vocals"] and voc.residual == "no_vocals"
     assert ("GET", f"/datasets/someone/mirror/resolve/{COMMIT}/voc/small.ckpt") in hub.requests
     ensemble = load_bag("mix")
     assert ensemble.stems == SOURCES and ensemble.residual == "other"
-    assert [sorted(member.weights) for member in ensemble.members] == [["vocals"], ["bass", "drums"]]
+    assert [sorted(member.shares) for member in ensemble.members] == [["vocals"], ["bass", "drums"]]
     assert find_model("mix").pinning == "yes"
     mix = 0.2 * torch.randn(2, 20000, generator=torch.Generator().manual_seed(1))
     stems = separate_tensor(ensemble, mix)
     torch.testing.assert_close(stems.sum(0), mix, atol=1e-5, rtol=0)
     torch.testing.assert_close(stems[3], separate_tensor(voc, mix)[0], atol=1e-6, rtol=0)
+
+
+def test_a_catalogue_family_that_is_not_the_networks_is_a_model_error(hub, tmp_path, monkeypatch):
+    from test_separation import roformer_files
+
+    _, checkpoint, config_path, _ = roformer_files(tmp_path, 1, 4)  # a Mel-Band RoFormer
+    hub.add("someone/voc", COMMIT, "small.ckpt", checkpoint.read_bytes())
+    catalogue = tmp_path / "models.toml"
+    catalogue.write_text(f"""default = "voc"
+
+[voc]
+family = "bs_roformer"
+description = "a Mel-Band RoFormer catalogued as a BS-RoFormer"
+licence = "not stated"
+stems = ["vocals", "no_vocals"]
+repo = "someone/voc"
+revision = "{COMMIT}"
+config = "{config_path}"
+
+[[voc.files]]
+name = "small.ckpt"
+sha256 = "{hashlib.sha256(checkpoint.read_bytes()).hexdigest()}"
+""")
+    monkeypatch.setattr("stemsplit.catalogue.CATALOGUE", catalogue)
+    with pytest.raises(ModelError, match="^model 'voc' is catalogued as bs_roformer, but its files hold a "
+                                         "mel_band_roformer network$"):
+        load_bag("voc")
+
+
+def test_catalogue_families_are_rows_of_the_family_table(tmp_path):
+    from stemsplit.families import family, family_names
+
+    text = (ROOT / "models.toml").read_text().replace('family = "htdemucs"', 'family = "htdemucs_v9"', 1)
+    (tmp_path / "models.toml").write_text(text)
+    with pytest.raises(ModelError, match="'htdemucs'.*family must be one of htdemucs, bs_roformer, mel_band_roformer"):
+        read_catalogue(tmp_path / "models.toml")
+    for info in read_catalogue().values():
+        assert info.is_ensemble or family(info.family).name == info.family
+    assert all(family(name).architecture for name in family_names())

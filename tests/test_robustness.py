@@ -522,8 +522,9 @@ REPO_ID, COMMIT, SIGNATURE = "tester/Concurrent", "fedcba9876543210fedcba9876543
 DOWNLOAD = """
 import json, sys, time
 from pathlib import Path
-import stemsplit.weights  # torch: imported before the start signal, so that both ask the Hub at once
-from stemsplit.registry import download_bag, find_model, read_catalogue
+import stemsplit.packages  # torch: imported before the start signal, so that both ask the Hub at once
+from stemsplit.catalogue import find_model, read_catalogue
+from stemsplit.registry import download_bag
 catalogue, ready, go = map(Path, sys.argv[1:4])
 info = find_model("tiny", read_catalogue(catalogue))
 ready.touch()
@@ -571,7 +572,7 @@ name = "{SIGNATURE}.safetensors"
 sha256 = "{sha256}"
 legacy = "{SIGNATURE}-{sha256[:8]}.th"
 legacy_sha256 = "{sha256}"
-weights = [1.0, 1.0, 1.0, 1.0]
+shares = [1.0, 1.0, 1.0, 1.0]
 """)
     home = tmp_path / "hf-home"
     env = {key: value for key, value in os.environ.items()

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from helpers import relative_error
 from roformer_oracle import oracle_network
-from stemsplit.checkpoint import load_network, read_config, read_state_dict
+from stemsplit.checkpoint import read_state_dict
+from stemsplit.families.roformer import load_network, read_config
 from stemsplit.chunking import AlignedChunks
 from stemsplit.errors import ModelError
 from stemsplit.networks import layers

@@ -9,13 +9,13 @@ from fractions import Fraction
 import pytest
 import torch
 
-from helpers import relative_error, sdr, separate_tensor, window
+from helpers import excerpt, relative_error, sdr, separate_tensor
 from oracle import model_pair
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
 from roformer_oracle import roformer_files
-from stemsplit.bag import Bag
+from stemsplit.bag import Bag, mixed_bag
 from stemsplit.chunking import CentredSegments
-from stemsplit.registry import demucs_bag, load_bag
+from stemsplit.registry import load_bag
 from stemsplit.separation import Settings
 
 
@@ -42,20 +42,20 @@ def small_pair():
 
 
 def small_bag(ours) -> Bag:
-    return demucs_bag("small", [ours], [None], identity="")
+    return mixed_bag("small", [ours], [None], identity="")
 
 
 def test_window_pads_with_zeros_outside_the_source():
     source = torch.arange(1, 6, dtype=torch.float32)[None]
-    assert window(source, -2, 4).tolist() == [[0, 0, 1, 2]]
-    assert window(source, 3, 4).tolist() == [[4, 5, 0, 0]]
-    assert window(source, 1, 3).tolist() == [[2, 3, 4]]
+    assert excerpt(source, -2, 4).tolist() == [[0, 0, 1, 2]]
+    assert excerpt(source, 3, 4).tolist() == [[4, 5, 0, 0]]
+    assert excerpt(source, 1, 3).tolist() == [[2, 3, 4]]
 
 
 def test_transition_weight_is_a_symmetric_triangle():
-    weight = CentredSegments(Fraction(10)).weight(1, Settings())
+    weight = CentredSegments(Fraction(10)).window(1, Settings())
     assert weight.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2])
-    assert len(CentredSegments(Fraction(11)).weight(1, Settings())) == 11
+    assert len(CentredSegments(Fraction(11)).window(1, Settings())) == 11
 
 
 @pytest.mark.parametrize("seconds", [0.01, 2.3, 9.0])
@@ -103,7 +103,7 @@ def test_bag_with_per_source_weights_matches_reference():
     weights = [[float((i + k) % 3) for k in range(sources)] for i in range(3)]
     mix = random_mix(5.0, seed=4)
     expected = reference_separate([r for r, _ in pairs], weights, mix, shifts=0)
-    bag = demucs_bag("bag", [o for _, o in pairs], weights, identity="")
+    bag = mixed_bag("bag", [o for _, o in pairs], weights, identity="")
     assert relative_error(separate_tensor(bag, mix), expected) < 1e-4
 
 

@@ -475,9 +475,10 @@ class HTDemucsConfig:
 class HTDemucs(nn.Module):
     """Hybrid Transformer Demucs, built from its configuration."""
 
+    family = "htdemucs"
+
     def __init__(self, config: HTDemucsConfig):
         super().__init__()
-        self.config = config
         self.sources = list(config.sources)
         self.samplerate = config.samplerate
         self.audio_channels = config.audio_channels

@@ -1,0 +1,160 @@
+"""The catalogue (models.toml): which models exist, their family, licence, stems and files.
+
+A *network model* is made by one family from its weight files (`files`), fetched from the Hub
+and pinned by SHA-256 where a public page gives it; an *ensemble* takes stems from other models
+(`parts`), its `residual` stem the mix minus the others. Reading the catalogue imports no torch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelError
+from .families import family_names
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+CATALOGUE = Path(__file__).with_name("models.toml")
+CONFIGS = Path(__file__).with_name("configs")  # the config files catalogue entries name
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One network's file on the Hub: pinned by SHA-256, or verified against the Hub's own when `sha256` is None."""
+
+    name: str
+    sha256: str | None = None
+    legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
+    legacy_sha256: str | None = None
+    shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
+
+    @property
+    def signature(self) -> str:
+        return Path(self.name).stem
+
+
+@dataclass(frozen=True)
+class EnsemblePart:
+    """An ensemble's use of another model: the stems taken from it."""
+
+    model: str
+    stems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A catalogue entry: a network model of one `family`, or an ensemble of `parts`."""
+
+    name: str
+    description: str
+    licence: str
+    stems: tuple[str, ...]
+    family: str | None = None  # None for an ensemble
+    repo: str = ""
+    revision: str = ""
+    repo_type: str = "model"  # or "dataset", where a Hub dataset hosts the weights
+    files: tuple[WeightFile, ...] = ()
+    config: str | None = None  # a file in stemsplit/configs, for families that read one
+    parts: tuple[EnsemblePart, ...] = ()  # ensembles
+    residual: str | None = None  # ensembles: the stem that is the mix minus the others
+
+    @property
+    def is_ensemble(self) -> bool:
+        return bool(self.parts)
+
+    @property
+    def kind(self) -> str:
+        """How `stemsplit models` names what it is: its family, or the models it ensembles."""
+        return f"ensemble of {' + '.join(part.model for part in self.parts)}" if self.is_ensemble \
+            else f"family {self.family}"
+
+    @property
+    def pinning(self) -> str:
+        """"yes": a commit and every file's SHA-256 are pinned; "sha256": the files are, the revision is a
+        branch; "no": checked against the Hub's own SHA-256 at first download, then against that."""
+        if self.is_ensemble:
+            pins = {find_model(part.model).pinning for part in self.parts}
+            return "no" if "no" in pins else "sha256" if "sha256" in pins else "yes"
+        if not all(file.sha256 for file in self.files):
+            return "no"
+        return "yes" if COMMIT_PATTERN.fullmatch(self.revision) else "sha256"
+
+
+def read_catalogue(path: Path | None = None) -> dict[str, ModelInfo]:
+    table = _read_toml(path or CATALOGUE)
+    return {name: _model_info(name, entry) for name, entry in table.items() if isinstance(entry, dict)}
+
+
+def default_model(path: Path | None = None) -> str:
+    path = path or CATALOGUE
+    name = _read_toml(path).get("default")
+    if name not in read_catalogue(path):
+        raise ModelError(f"{path}: `default` must name one of its models")
+    return name
+
+
+def find_model(name: str, catalogue: dict[str, ModelInfo] | None = None) -> ModelInfo:
+    catalogue = read_catalogue() if catalogue is None else catalogue
+    if name not in catalogue:
+        known = ", ".join(sorted(catalogue))
+        raise ModelError(f"unknown model '{name}'; known models: {known} "
+                         "(or use --repo DIR, or --checkpoint FILE --config FILE)")
+    return catalogue[name]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ModelError(f"cannot read the model catalogue {path}: {error}") from error
+
+
+def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
+    try:
+        files = tuple(WeightFile(**{**file, "shares": _tuple_or_none(file.get("shares"))})
+                      for file in entry.get("files", ()))
+        parts = tuple(EnsemblePart(part["model"], tuple(part["stems"])) for part in entry.get("parts", ()))
+        info = ModelInfo(name=name, family=entry.get("family"), description=entry["description"],
+                         licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
+                         revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
+                         config=entry.get("config"), parts=parts, residual=entry.get("residual"))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
+    problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
+    if problem:
+        raise ModelError(f"model catalogue entry '{name}' is malformed: {problem}")
+    return info
+
+
+def _tuple_or_none(values: Any) -> tuple[float, ...] | None:
+    return None if values is None else tuple(float(value) for value in values)
+
+
+def _ensemble_problem(info: ModelInfo) -> str | None:
+    if info.family is not None:
+        return "an ensemble has parts and no family"
+    return None if info.residual in info.stems else "an ensemble needs a residual stem"
+
+
+def _network_model_problem(info: ModelInfo) -> str | None:
+    if info.family not in family_names():
+        return f"family must be one of {', '.join(family_names())}, or parts for an ensemble"
+    if not info.repo or not info.revision or not info.files:
+        return "it needs a repo, a revision and files"
+    if info.repo_type not in ("model", "dataset"):
+        return "repo_type must be model or dataset"
+    for file in info.files:
+        for sha256 in (file.sha256, file.legacy_sha256):
+            if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
+                return f"{file.name}: SHA-256 values must be 64 lowercase hex digits"
+        if file.shares is not None and len(file.shares) != len(info.stems):
+            return f"{file.name}: needs one share per stem"
+    return None
