@@ -415,7 +415,7 @@ def test_full_disk_is_an_output_error_and_leaves_nothing(tmp_path, tiny_repo, ca
 
 # 4. --shard I/N partitions a folder; with --skip-existing a re-run does nothing
 
-def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny_repo, in_process):
+def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, fake_repo, in_process):
     folder = tmp_path / "album"
     folder.mkdir()
     for index in range(5):
@@ -424,7 +424,7 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
     inputs = sorted(str(p) for p in folder.iterdir())
     shards = []
     for index in range(2):
-        result = in_process(folder, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--json", "--shard",
+        result = in_process(folder, "-n", "tiny", "--repo", fake_repo, "-o", out, "--json", "--shard",
                             f"{index}/2", "--skip-existing", tmp=tmp_path / "tmp")
         assert result.returncode == 0, result.stderr
         lines = json_lines(result.stdout)
@@ -435,7 +435,7 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
         check_stems(out / "tiny" / Path(name).stem, 22050, 4410)
     written = {p: p.stat().st_mtime_ns for p in files_under(out)}
 
-    rerun = in_process(folder, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--json", "--skip-existing",
+    rerun = in_process(folder, "-n", "tiny", "--repo", fake_repo, "-o", out, "--json", "--skip-existing",
                        tmp=tmp_path / "tmp")
     assert rerun.returncode == 0, rerun.stderr
     assert [(line["input"], line["status"]) for line in json_lines(rerun.stdout)] == [(i, "skipped") for i in inputs]
@@ -444,9 +444,9 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
 
 
 @pytest.mark.parametrize("spec", ["2/2", "5/2", "-1/2", "0/0", "1/0", "x/2", "1", "1/2/3", "", "0.5/2"])
-def test_bad_shard_specs_are_usage_errors(tmp_path, tiny_repo, in_process, spec):
+def test_bad_shard_specs_are_usage_errors(tmp_path, fake_repo, in_process, spec):
     sf.write(tmp_path / "song.wav", tone(0.1, 44100), 44100)
-    result = in_process(tmp_path / "song.wav", "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(tmp_path / "song.wav", "-n", "tiny", "--repo", fake_repo, "-o", tmp_path / "out",
                         "--shard", spec, tmp=tmp_path / "tmp")
     assert result.returncode == 2, result.stderr
     assert "Invalid value for --shard" in result.stderr and "I/N" in result.stderr
@@ -455,12 +455,12 @@ def test_bad_shard_specs_are_usage_errors(tmp_path, tiny_repo, in_process, spec)
 
 # Two inputs with the same name in different folders
 
-def test_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_path, tiny_repo, in_process):
+def test_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_path, fake_repo, in_process):
     """`stemsplit cd1/ cd2/` where both hold "01.wav": each gets its own stems folder, named after its folder."""
     for disc, seed in (("cd1", 1), ("cd2", 2)):
         (tmp_path / disc).mkdir()
         sf.write(tmp_path / disc / "01.wav", tone(0.2, 44100, seed=seed), 44100)
-    result = in_process(tmp_path / "cd1", tmp_path / "cd2", "-n", "tiny", "--repo", tiny_repo, "-o",
+    result = in_process(tmp_path / "cd1", tmp_path / "cd2", "-n", "tiny", "--repo", fake_repo, "-o",
                         tmp_path / "out", "--json", tmp=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
@@ -506,9 +506,9 @@ def test_stdout_no_vocals_from_stdin(tmp_path, flac_song, tiny_repo):
     assert list(tmp_path.iterdir()) == [tmp_path / "tmp"] and list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_stdin_input_is_separated_into_files(tmp_path, flac_song, tiny_repo, in_process):
+def test_stdin_input_is_separated_into_files(tmp_path, flac_song, fake_repo, in_process):
     """(A real pipe into a subprocess is tested just above.)"""
-    result = in_process("-", "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp",
+    result = in_process("-", "-n", "tiny", "--repo", fake_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp",
                         stdin=flac_song.read_bytes())
     assert result.returncode == 0, result.stderr
     check_stems(tmp_path / "out" / "tiny" / "stdin", 48000, 28800)
