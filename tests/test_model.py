@@ -53,7 +53,8 @@ def pretrained_pair(request):
 
 def test_pretrained_full_segment_matches_reference(pretrained_pair):
     reference, ours = pretrained_pair
-    assert compare(reference, ours, batch=2, length=ours.training_length) < TOLERANCE
+    # Batch 1: the variants below check batches of 2 in the same code at a fraction of the cost.
+    assert compare(reference, ours, batch=1, length=ours.training_length) < TOLERANCE
 
 
 # One configuration is enough here: padding costs a full forward pass and is the same code for all.
