@@ -208,12 +208,6 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
             yield Song(info, length, channels, file)
 
 
-def load_audio(source: str | Path, sample_rate: int = 44100, channels: int = 2) -> tuple[np.ndarray, AudioInfo]:
-    """The whole of `open_song(source, sample_rate, channels)` as one float32 `(channels, n)` array."""
-    with open_song(source, sample_rate, channels) as song:
-        return song.read(0, song.length), song.info
-
-
 def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
     """The name to show for `source` and a file to decode; stdin is spooled into `work`."""
     if str(source) == "-":
@@ -535,13 +529,6 @@ def _run_all(task: Callable[[int], None], count: int, jobs: int) -> None:
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)  # callers remove what the tasks wrote
             raise
-
-
-def write_stems(outputs: Mapping[Path, np.ndarray], encoding: Encoding, *, frames: int,
-                source_rate: int = 44100) -> None:
-    """Write each whole `(channels, n)` array like `open_stem_writers` writes blocks."""
-    with open_stem_writers(dict.fromkeys(outputs, encoding), frames=frames, source_rate=source_rate) as writers:
-        writers.write([np.asarray(audio, np.float32) for audio in outputs.values()])
 
 
 @contextmanager

@@ -81,24 +81,6 @@ class Mix(Protocol):
         """Samples [start, start + length), zero outside the song."""
 
 
-class TensorMix:
-    """A song already in memory as a (channels, samples) tensor."""
-
-    def __init__(self, audio: torch.Tensor):
-        self.audio = audio
-        self.length = audio.shape[-1]
-
-    def read(self, start: int, length: int) -> torch.Tensor:
-        return excerpt(self.audio, start, length)
-
-
-def excerpt(source: torch.Tensor, start: int, length: int) -> torch.Tensor:
-    """`source[..., start:start + length]`, zero-filled where it runs off either end."""
-    end = start + length
-    inside = source[..., max(start, 0):min(end, source.shape[-1])]
-    return F.pad(inside, (max(-start, 0), max(end - source.shape[-1], 0)))
-
-
 @dataclass(frozen=True)
 class Normalisation:
     """The song scaled by the mean and standard deviation of its mono mix, as HT Demucs expects."""
@@ -294,16 +276,6 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, set
     for (p, chunk), output in zip(jobs, outputs):
         p.add(chunk, output)
     return len(jobs)
-
-
-def separate_tensor(bag: Bag, mix: torch.Tensor, settings: Settings = Settings(), device: str = "cpu",
-                    progress: Progress = lambda done, total: None) -> torch.Tensor:
-    """Separate `mix` (channels, samples) at the bag's rate into (stems, channels, samples), `settings`
-    decided for `device` here."""
-    decided = decide(settings, device)
-    decided.check(bag)
-    blocks = list(separate_stream(bag, TensorMix(mix), decided, progress))
-    return torch.cat(blocks, dim=-1) if blocks else torch.zeros(len(bag.stems), bag.audio_channels, 0)
 
 
 def resolve_device(name: str) -> str:

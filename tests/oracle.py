@@ -30,10 +30,6 @@ def model_pair(kwargs: dict, seed: int = 0):
     return reference, ours
 
 
-def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((ours - reference).norm() / reference.norm()).item()
-
-
 def encode_fraction(value: object) -> dict:
     if isinstance(value, Fraction):
         return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}

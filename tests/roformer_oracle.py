@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,8 +58,24 @@ def oracle_network(config: RoformerConfig, seed: int = 0, scale: float = 0.05,
     return network.eval()
 
 
-def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
-    return ((ours - reference).norm() / reference.norm()).item()
+def roformer_files(folder: Path, num_stems: int, num_overlap: int, seed: int = 0):
+    """A small random Mel-Band RoFormer of the oracle's as a community checkpoint and YAML (one-second chunks)."""
+    from stemsplit.families.roformer import read_config
+
+    target = "null" if num_stems > 1 else "vocals"
+    config_path = folder / f"small{num_stems}.yaml"
+    config_path.write_text(f"""audio: {{sample_rate: 44100}}
+model: {{dim: 16, depth: 1, stereo: true, num_stems: {num_stems}, num_bands: 8, dim_head: 8, heads: 2,
+        time_transformer_depth: 1, freq_transformer_depth: 1, stft_hop_length: 441, flash_attn: false,
+        attn_dropout: 0.1, ff_dropout: 0.1}}
+training: {{instruments: [vocals, other], target_instrument: {target}}}
+inference: {{dim_t: 101, num_overlap: {num_overlap}}}
+""")
+    config = read_config(config_path)
+    oracle = oracle_network(config.network, seed=seed)
+    checkpoint = folder / f"small{num_stems}.ckpt"
+    torch.save({"state_dict": oracle.state_dict()}, checkpoint)
+    return oracle, checkpoint, config_path, config
 
 
 def oracle_demix(network: torch.nn.Module, mix: torch.Tensor, config) -> dict[str, np.ndarray]:

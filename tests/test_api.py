@@ -8,9 +8,10 @@ import soundfile as sf
 import torch
 
 import stemsplit
+from helpers import separate_tensor
 from stemsplit import precision
 from stemsplit.registry import load_bag
-from stemsplit.separation import Settings, decide, separate_tensor
+from stemsplit.separation import Settings, decide
 
 
 @pytest.fixture(scope="module")

@@ -16,19 +16,28 @@ import pytest
 import soundfile as sf
 import torch
 
+from helpers import load_audio, read, sdr, write_stems
 from stemsplit import audio
-from stemsplit.audio import (FORMATS, AudioInfo, Encoding, find_ffmpeg, load_audio, open_song, open_stem_writers,
-                             resample, resample_blocks, write_stems)
+from stemsplit.audio import (FORMATS, AudioInfo, Encoding, find_ffmpeg, open_song, open_stem_writers, resample,
+                             resample_blocks)
 from stemsplit.errors import FfmpegError, InputError, OutputError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_TRACKS = sorted(SHARED.glob("audio/*/mixture.flac"))
 FFMPEG = find_ffmpeg()[0]
 ENCODERS = subprocess.run([FFMPEG, "-hide_banner", "-encoders"], capture_output=True, text=True).stdout
+FFMPEG_VERSION = audio._ffmpeg_version(FFMPEG)
 
 
 def needs_encoder(name: str):
     return pytest.mark.skipif(f" {name} " not in ENCODERS, reason=f"this ffmpeg has no {name} encoder")
+
+
+# stemsplit passes over an ffmpeg older than this for a newer one; one forced on it (STEMSPLIT_FFMPEG, as .ci/run's
+# second pass does with Debian's) must still give AAC the wrong length, or the version rule is out of date.
+inexact_aac_on_old_ffmpeg = pytest.mark.xfail(
+    audio._version_number(FFMPEG_VERSION) < audio.EXACT_AAC_FFMPEG, strict=True,
+    reason=f"ffmpeg {FFMPEG_VERSION} is older than {'.'.join(map(str, audio.EXACT_AAC_FFMPEG))}: inexact AAC lengths")
 
 
 def tones(rate: int, frames: int, freqs=(220.0, 1234.5, 5000.0), channels: int = 2) -> np.ndarray:
@@ -47,15 +56,6 @@ def convert(src: Path, dst: Path, **options) -> Path:
     ffmpeg.input(str(src)).output(str(dst), **options).global_args("-v", "error").overwrite_output().run(
         cmd=FFMPEG, quiet=True)
     return dst
-
-
-def read(path: Path, dtype: str = "float32") -> tuple[np.ndarray, int]:
-    samples, rate = sf.read(path, dtype=dtype, always_2d=True)
-    return samples.T, rate
-
-
-def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
-    return 10 * math.log10(np.sum(reference.astype(np.float64) ** 2) / np.sum((reference - estimate) ** 2.0))
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -143,7 +143,7 @@ def test_round_trip_of_band_limited_noise_is_transparent():
     back = resample(resample(x, 48000, 44100), 44100, 48000)
     assert back.shape == x.shape
     away = slice(4800, -4800)
-    assert snr_db(x[:, away].numpy(), back[:, away].numpy()) > 80
+    assert sdr(back[:, away], x[:, away]) > 80
 
 
 def test_resampling_removes_content_above_the_new_nyquist():
@@ -300,7 +300,7 @@ def test_other_rates_come_back_at_their_own_rate_and_length(tmp_path, rate, subt
     assert written_rate == rate and written.shape == (2, frames)
     original, _ = read(tmp_path / "in.wav")
     away = slice(frames // 10, -frames // 10)
-    assert snr_db(original[:, away], written[:, away]) > (45 if subtype == "PCM_16" else 60)
+    assert sdr(written[:, away], original[:, away]) > (45 if subtype == "PCM_16" else 60)
 
 
 @pytest.mark.parametrize("track", SHARED_TRACKS, ids=lambda p: p.parent.name)
@@ -314,7 +314,8 @@ def test_shared_mp3_decodes_to_the_flac_length_and_aligned(track):
 
 @pytest.mark.parametrize("suffix, options", [
     pytest.param(".mp3", {"acodec": "libmp3lame", "audio_bitrate": "192k"}, marks=needs_encoder("libmp3lame")),
-    pytest.param(".m4a", {"acodec": "aac", "audio_bitrate": "192k"}, marks=needs_encoder("aac")),
+    pytest.param(".m4a", {"acodec": "aac", "audio_bitrate": "192k"}, marks=[needs_encoder("aac"),
+                                                                            inexact_aac_on_old_ffmpeg]),
     pytest.param(".ogg", {"acodec": "libvorbis"}, marks=needs_encoder("libvorbis")),
     pytest.param(".opus", {"acodec": "libopus"}, marks=needs_encoder("libopus")),
 ])
@@ -483,7 +484,7 @@ def test_rescale_leaves_quiet_stems_untouched(tmp_path):
     pytest.param("mp3", 44100, marks=needs_encoder("libmp3lame")),
     pytest.param("mp3", 48000, marks=needs_encoder("libmp3lame")),
     pytest.param("ogg", 32000, marks=needs_encoder("libvorbis")),
-    pytest.param("m4a", 48000, marks=needs_encoder("aac")),
+    pytest.param("m4a", 48000, marks=[needs_encoder("aac"), inexact_aac_on_old_ffmpeg]),
 ])
 def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate):
     frames = 2 * rate + 333  # over one Ogg page, see test_lossy_inputs_keep_their_exact_length
@@ -496,12 +497,13 @@ def test_lossy_stems_have_the_input_rate_and_exact_length(tmp_path, format, rate
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
-def test_formats_constant_matches_what_writing_accepts(tmp_path):
-    for format, depths in FORMATS.items():
-        for bits in depths or (16,):
-            write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)},
-                        Encoding(44100, format=format, bit_depth=bits), frames=88200)
-            assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
+@pytest.mark.parametrize("format", [pytest.param(name, marks=inexact_aac_on_old_ffmpeg) if name == "m4a" else name
+                                    for name in FORMATS])
+def test_formats_constant_matches_what_writing_accepts(tmp_path, format):
+    for bits in FORMATS[format] or (16,):
+        write_stems({tmp_path / f"{bits}.{format}": tones(44100, 88200)},
+                    Encoding(44100, format=format, bit_depth=bits), frames=88200)
+        assert load_audio(tmp_path / f"{bits}.{format}")[1].frames == 88200
 
 
 
@@ -603,7 +605,7 @@ print(baseline, peak(), song.length)
 
 
 def test_memory_does_not_grow_with_the_song(tmp_path):
-    minutes = 10  # at 44.1 kHz each whole signal would take 212 MB, the four stems 847 MB
+    minutes = 4  # at 44.1 kHz each whole signal would take 85 MB (81 MiB), the four stems 339 MB
     song = tmp_path / "song.flac"
     with sf.SoundFile(song, "w", 48000, 2, "PCM_24") as file:  # a 440 Hz sine at 1/8, right channel at half
         for start in range(0, 48000 * 60 * minutes, 48000 * 10):
@@ -615,7 +617,7 @@ def test_memory_does_not_grow_with_the_song(tmp_path):
     baseline, peak, length = map(float, child.stdout.split())
     print(f"peak RSS {peak:.0f} MiB, {peak - baseline:.0f} MiB above the {baseline:.0f} MiB after imports")
     assert length == 44100 * 60 * minutes
-    assert peak - baseline < 200  # less than one whole-song signal
+    assert peak - baseline < 64  # less than one whole-song signal (5-9 MiB measured for 1-3 minutes)
     assert sf.info(tmp_path / "4.wav").frames == length
     first = 39 * audio.BLOCK_FRAMES - 1000  # far into the song, across a block of the finishing pass
     written, _ = sf.read(tmp_path / "1.wav", start=first, frames=2000, dtype="float32", always_2d=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,26 +11,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from stemsplit.audio import load_audio
+from helpers import environment, load_audio, read, separate_tensor, stemsplit, tone
 from stemsplit.batch import safe_name, stem_paths
 from stemsplit.cli import pick_stems
 from stemsplit.registry import load_bag
-from stemsplit.separation import separate_tensor
 
 SOURCES = ["drums", "bass", "other", "vocals"]
-
-
-def stemsplit(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=300)
-
-
-def tone(seconds: float, rate: int, channels: int = 2) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 3000 * t)
-    right = 0.2 * np.sin(2 * np.pi * 330 * t + 1) + 0.05 * np.random.default_rng(0).standard_normal(len(t))
-    return np.stack([left, right][:channels], axis=1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +39,9 @@ def test_stems_match_the_engine_at_the_input_rate_and_length(tmp_path, song, tin
     separated = separate_tensor(bag, torch.from_numpy(mix))
     from stemsplit.audio import resample
     for index, name in enumerate(bag.stems):
-        written, rate = sf.read(folder / f"{name}.wav", dtype="float32", always_2d=True)
-        assert rate == 48000 and written.shape == (info.frames, 2)
-        expected = resample(separated[index], 44100, 48000)[:, :info.frames].T.numpy()
+        written, rate = read(folder / f"{name}.wav")
+        assert rate == 48000 and written.shape == (2, info.frames)
+        expected = resample(separated[index], 44100, 48000)[:, :info.frames].numpy()
         peak = max(1.01 * np.abs(expected).max(), 1.0)  # the default clip mode: rescale
         np.testing.assert_allclose(written, expected / peak, atol=1e-5)
 
@@ -131,7 +116,7 @@ def stemsplit_on_avx2_cpu(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     fake = ("import sys; import stemsplit.precision as p; p.cpu_flags = lambda: frozenset({'avx', 'avx2', 'fma'}); "
             "from stemsplit.cli import main; sys.argv[0] = 'stemsplit'; main()")
     return subprocess.run([sys.executable, "-c", fake, *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+                          env=environment(), timeout=300)
 
 
 def test_bfloat16_is_refused_in_one_line_on_a_cpu_without_it(tmp_path, song, tiny_repo):

@@ -16,33 +16,34 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import (command, environment, error_lines, files_under, interrupt_promptly, json_lines, leftovers, read,
+                     tone, wait_for)
 from stemsplit.audio import open_song
 
-from test_robustness import (SOURCES, command, environment, error_lines, files_under, in_process,  # noqa: F401
-                             interrupt_promptly, json_lines, leftovers, tone, wait_for)
+SOURCES = ["drums", "bass", "other", "vocals"]
 
 TINY = ("-n", "tiny")
 
 
 def read_stems(folder: Path, stems=SOURCES) -> dict[str, np.ndarray]:
-    return {stem: sf.read(folder / f"{stem}.wav", dtype="float32")[0] for stem in stems}
+    return {stem: read(folder / f"{stem}.wav")[0] for stem in stems}
 
 
 # 1. --skip-existing skips only stems that came from this input with these settings
 
-def test_same_named_inputs_on_different_shards_get_distinct_stems(tmp_path, tiny_repo, in_process):
+def test_same_named_inputs_on_different_shards_get_distinct_stems(tmp_path, fake_repo, in_process):
     for disc, seed in (("a", 1), ("b", 2)):
         (tmp_path / disc).mkdir()
         sf.write(tmp_path / disc / "song.wav", tone(0.3, 44100, seed=seed), 44100)
     out = tmp_path / "out"
     for shard in ("0/2", "1/2"):
-        result = in_process(tmp_path / "a", tmp_path / "b", *TINY, "--repo", tiny_repo, "-o", out, "--json",
+        result = in_process(tmp_path / "a", tmp_path / "b", *TINY, "--repo", fake_repo, "-o", out, "--json",
                             "--skip-existing", "--shard", shard, tmp=tmp_path / "tmp")
         assert result.returncode == 0, result.stderr
         assert [line["status"] for line in json_lines(result.stdout)] == ["done"]
     alone = {}
     for disc in ("a", "b"):
-        result = in_process(tmp_path / disc / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / disc,
+        result = in_process(tmp_path / disc / "song.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / disc,
                             tmp=tmp_path / "tmp")
         assert result.returncode == 0, result.stderr
         alone[disc] = read_stems(tmp_path / disc / "tiny" / "song")
@@ -59,50 +60,50 @@ def run_song(in_process, tmp_path, tiny_repo, *options):
     return [line["status"] for line in json_lines(result.stdout)]
 
 
-def test_skip_existing_redoes_stems_of_other_settings_or_another_song(tmp_path, tiny_repo, in_process):
+def test_skip_existing_redoes_stems_of_other_settings_or_another_song(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100, seed=1), 44100)
-    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "16") == ["done"]
-    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "16") == ["skipped"]
-    assert run_song(in_process, tmp_path, tiny_repo, "--bit-depth", "24") == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo, "--bit-depth", "16") == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo, "--bit-depth", "16") == ["skipped"]
+    assert run_song(in_process, tmp_path, fake_repo, "--bit-depth", "24") == ["done"]
     assert sf.info(tmp_path / "out" / "tiny" / "song" / "vocals.wav").subtype == "PCM_24"
-    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo, "--clip-mode", "clamp") == ["done"]
     sf.write(tmp_path / "song.wav", tone(0.3, 44100, seed=2), 44100)  # another song under the same name
-    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["done"]
-    assert run_song(in_process, tmp_path, tiny_repo, "--clip-mode", "clamp") == ["skipped"]
+    assert run_song(in_process, tmp_path, fake_repo, "--clip-mode", "clamp") == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo, "--clip-mode", "clamp") == ["skipped"]
 
 
-def test_stems_without_their_record_are_not_skipped(tmp_path, tiny_repo, in_process):
+def test_stems_without_their_record_are_not_skipped(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
-    assert run_song(in_process, tmp_path, tiny_repo) == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo) == ["done"]
     folder = tmp_path / "out" / "tiny" / "song"
     assert sorted(p.name for p in folder.iterdir()) == sorted([".drums.wav.stemsplit.json"]
                                                               + [f"{s}.wav" for s in SOURCES])
     (folder / ".drums.wav.stemsplit.json").unlink()
-    assert run_song(in_process, tmp_path, tiny_repo) == ["done"]
+    assert run_song(in_process, tmp_path, fake_repo) == ["done"]
 
 
 # 2. Inputs are never taken from inside the output folder
 
-def test_a_rerun_in_the_album_folder_does_not_separate_the_stems(tmp_path, tiny_repo, in_process, monkeypatch):
+def test_a_rerun_in_the_album_folder_does_not_separate_the_stems(tmp_path, fake_repo, in_process, monkeypatch):
     album = tmp_path / "album"
     album.mkdir()
     sf.write(album / "song.wav", tone(0.3, 44100), 44100)
     monkeypatch.chdir(album)
-    first = in_process(".", *TINY, "--repo", tiny_repo, "--json", tmp=tmp_path / "tmp")
+    first = in_process(".", *TINY, "--repo", fake_repo, "--json", tmp=tmp_path / "tmp")
     assert first.returncode == 0, first.stderr
-    rerun = in_process(".", *TINY, "--repo", tiny_repo, "--json", "--skip-existing", tmp=tmp_path / "tmp")
+    rerun = in_process(".", *TINY, "--repo", fake_repo, "--json", "--skip-existing", tmp=tmp_path / "tmp")
     assert rerun.returncode == 0, rerun.stderr
     assert [(line["input"], line["status"]) for line in json_lines(rerun.stdout)] == [("song.wav", "skipped")]
 
 
-def test_an_input_where_this_models_stems_go_is_refused_and_the_batch_goes_on(tmp_path, tiny_repo, in_process):
+def test_an_input_where_this_models_stems_go_is_refused_and_the_batch_goes_on(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
-    first = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    first = in_process(tmp_path / "song.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
     assert first.returncode == 0, first.stderr
     vocals = tmp_path / "out" / "tiny" / "song" / "vocals.wav"
     before = vocals.read_bytes()
     sf.write(tmp_path / "other.wav", tone(0.3, 44100, seed=1), 44100)
-    again = in_process(vocals, tmp_path / "other.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+    again = in_process(vocals, tmp_path / "other.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out", "--json",
                        tmp=tmp_path / "tmp")
     assert again.returncode == 1, again.stderr
     assert [(line["input"], line["status"]) for line in json_lines(again.stdout)] == [
@@ -113,34 +114,34 @@ def test_an_input_where_this_models_stems_go_is_refused_and_the_batch_goes_on(tm
 
 
 @pytest.mark.parametrize("kind", ["folder", "glob"])
-def test_a_folder_or_glob_with_audio_only_in_the_output_folder_says_so(tmp_path, tiny_repo, in_process, kind):
+def test_a_folder_or_glob_with_audio_only_in_the_output_folder_says_so(tmp_path, fake_repo, in_process, kind):
     album = tmp_path / "album"
     (album / "out" / "tiny" / "old").mkdir(parents=True)
     sf.write(album / "out" / "tiny" / "old" / "vocals.wav", tone(0.3, 44100), 44100)
     given = album if kind == "folder" else str(album / "**" / "*.wav")
-    result = in_process(given, *TINY, "--repo", tiny_repo, "-o", album / "out", tmp=tmp_path / "tmp")
+    result = in_process(given, *TINY, "--repo", fake_repo, "-o", album / "out", tmp=tmp_path / "tmp")
     assert result.returncode == 1, result.stderr
     why = "holds no audio outside the output folder" if kind == "folder" else "matches no audio outside the output folder"
     assert error_lines(result.stderr) == [f"error: {given}: {why}"]
     assert files_under(album / "out") == [album / "out" / "tiny" / "old" / "vocals.wav"]
 
 
-def test_a_folder_without_audio_is_one_line_saying_so(tmp_path, tiny_repo, in_process):
+def test_a_folder_without_audio_is_one_line_saying_so(tmp_path, fake_repo, in_process):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("no audio here")
-    result = in_process(tmp_path / "notes", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    result = in_process(tmp_path / "notes", *TINY, "--repo", fake_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp")
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [f"error: {tmp_path / 'notes'}: holds no audio outside the output folder"]
 
 
 # 3. A stem never overwrites an input
 
-def test_a_stem_that_would_overwrite_its_input_is_refused(tmp_path, tiny_repo, in_process):
+def test_a_stem_that_would_overwrite_its_input_is_refused(tmp_path, fake_repo, in_process):
     song = tmp_path / "out" / "tiny" / "song.wav"
     song.parent.mkdir(parents=True)
     sf.write(song, tone(0.3, 44100), 44100)
     before = song.read_bytes()
-    result = in_process(song, *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--stems", "vocals",
+    result = in_process(song, *TINY, "--repo", fake_repo, "-o", tmp_path / "out", "--stems", "vocals",
                         "--filename", "{track}.{ext}", tmp=tmp_path / "tmp")
     assert result.returncode == 1, result.stderr
     assert error_lines(result.stderr) == [f"error: {song}: a stem would overwrite the input {song}; "
@@ -150,11 +151,11 @@ def test_a_stem_that_would_overwrite_its_input_is_refused(tmp_path, tiny_repo, i
 
 # 5. Stems of one song are placed all or none
 
-def test_when_one_stem_cannot_be_renamed_the_others_are_removed(tmp_path, tiny_repo, in_process):
+def test_when_one_stem_cannot_be_renamed_the_others_are_removed(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
     folder = tmp_path / "out" / "tiny" / "song"
     (folder / "vocals.wav" / "in the way").mkdir(parents=True)  # a folder, not empty: renaming onto it fails
-    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out",
                         tmp=tmp_path / "tmp")
     assert result.returncode == 4, result.stderr
     assert error_lines(result.stderr)[0].startswith(f"error: cannot write {folder / 'vocals.wav'}: ")
@@ -164,11 +165,11 @@ def test_when_one_stem_cannot_be_renamed_the_others_are_removed(tmp_path, tiny_r
 
 # 4. One input's failure does not end the batch
 
-def test_a_name_too_long_for_the_file_system_is_shortened(tmp_path, tiny_repo, in_process):
+def test_a_name_too_long_for_the_file_system_is_shortened(tmp_path, fake_repo, in_process):
     long_song = tmp_path / ("ü" * 125 + ".wav")  # 250 bytes + ".wav"
     sf.write(long_song, tone(0.2, 44100), 44100)
     sf.write(tmp_path / "next.wav", tone(0.2, 44100, seed=1), 44100)
-    result = in_process(long_song, tmp_path / "next.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(long_song, tmp_path / "next.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out",
                         "--json", "--filename", "{track}-{stem}.{ext}", tmp=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
@@ -181,10 +182,10 @@ def test_a_name_too_long_for_the_file_system_is_shortened(tmp_path, tiny_repo, i
 
 
 @pytest.mark.parametrize("format", ["mp3", "ogg", "m4a"])
-def test_a_rate_the_format_cannot_store_fails_that_input_only(tmp_path, tiny_repo, in_process, format):
+def test_a_rate_the_format_cannot_store_fails_that_input_only(tmp_path, fake_repo, in_process, format):
     sf.write(tmp_path / "low.wav", tone(0.5, 1000), 1000)
     sf.write(tmp_path / "next.wav", tone(0.2, 44100), 44100)
-    result = in_process(tmp_path / "low.wav", tmp_path / "next.wav", *TINY, "--repo", tiny_repo,
+    result = in_process(tmp_path / "low.wav", tmp_path / "next.wav", *TINY, "--repo", fake_repo,
                         "-o", tmp_path / "out", "--json", "--format", format, tmp=tmp_path / "tmp")
     lines = json_lines(result.stdout)
     if format == "ogg":  # Vorbis stores any rate up to 192 kHz
@@ -198,12 +199,12 @@ def test_a_rate_the_format_cannot_store_fails_that_input_only(tmp_path, tiny_rep
     assert not (tmp_path / "out" / "tiny" / "low").exists()
 
 
-def test_a_tag_too_long_for_a_command_line_is_written(tmp_path, tiny_repo, in_process):
+def test_a_tag_too_long_for_a_command_line_is_written(tmp_path, fake_repo, in_process):
     title = "=;#\\\n" + "t" * 300_000  # beyond Linux's 128 KiB limit on one argument
     with sf.SoundFile(tmp_path / "tagged.flac", "w", 44100, 2) as file:
         file.title, file.artist = title, "me"
         file.write(tone(0.2, 44100))
-    result = in_process(tmp_path / "tagged.flac", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(tmp_path / "tagged.flac", *TINY, "--repo", fake_repo, "-o", tmp_path / "out",
                         "--format", "m4a", "--stems", "vocals", tmp=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
     with open_song(tmp_path / "out" / "tiny" / "tagged" / "vocals.m4a") as song:
@@ -211,14 +212,14 @@ def test_a_tag_too_long_for_a_command_line_is_written(tmp_path, tiny_repo, in_pr
         assert song.info.tags["artist"] == "me"
 
 
-def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, tiny_repo, in_process, monkeypatch):
+def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, fake_repo, in_process, monkeypatch):
     """A GPU running out of memory (torch.OutOfMemoryError, a RuntimeError) cannot be caused on the CPU
     machines that run the tests, so the network raises it for the first song."""
     import torch
 
-    from stemsplit.networks.htdemucs import HTDemucs
+    from fake_family import Gains
 
-    forward, calls = HTDemucs.forward, []
+    forward, calls = Gains.forward, []
 
     def out_of_memory_once(self, mix):
         calls.append(mix.shape)
@@ -226,10 +227,10 @@ def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, t
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
         return forward(self, mix)
 
-    monkeypatch.setattr(HTDemucs, "forward", out_of_memory_once)
+    monkeypatch.setattr(Gains, "forward", out_of_memory_once)
     for name in ("first", "second"):
         sf.write(tmp_path / f"{name}.wav", tone(0.2, 44100), 44100)
-    result = in_process(tmp_path / "first.wav", tmp_path / "second.wav", *TINY, "--repo", tiny_repo,
+    result = in_process(tmp_path / "first.wav", tmp_path / "second.wav", *TINY, "--repo", fake_repo,
                         "-o", tmp_path / "out", "--json", tmp=tmp_path / "tmp")
     assert result.returncode == 1, result.stderr
     assert [line["status"] for line in json_lines(result.stdout)] == ["failed", "done"]
@@ -246,19 +247,19 @@ def test_a_runtime_error_in_the_network_fails_that_input_with_a_hint(tmp_path, t
     ("--segment", "0.001", "segment must be from 0.125 to 1 seconds for this model, got 0.001"),
     ("--shifts", "3000", "shifts must be from 0 to 20, got 3000"),
 ])
-def test_settings_out_of_bounds_are_usage_errors(tmp_path, tiny_repo, in_process, option, value, message):
+def test_settings_out_of_bounds_are_usage_errors(tmp_path, fake_repo, in_process, option, value, message):
     sf.write(tmp_path / "song.wav", tone(1.0, 44100), 44100)
-    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", option, value,
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out", option, value,
                         tmp=tmp_path / "tmp")
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1] == f"error: Invalid value: {message}"
     assert not (tmp_path / "out").exists()
 
 
-def test_a_bag_file_with_segment_zero_is_a_model_error(tmp_path, tiny_repo, in_process):
+def test_a_bag_file_with_segment_zero_is_a_model_error(tmp_path, fake_repo, in_process):
     repo = tmp_path / "repo"
     repo.mkdir()
-    for file in tiny_repo.iterdir():
+    for file in fake_repo.iterdir():
         (repo / file.name).write_bytes(file.read_bytes())
     (repo / "tiny.yaml").write_text("models: ['0tiny000']\nsegment: 0\n")
     sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
@@ -321,9 +322,7 @@ def test_a_corrupt_file_in_a_read_only_cache_is_a_model_error(tmp_path):
 # 11. Output edges: stdout full or closed, an empty --stdout, a glob matching nothing
 
 def stemsplit_process(*args: object, cwd: Path, **popen) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "stemsplit", *map(str, args)], cwd=cwd, env=env,
-                            stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(command(*args), cwd=cwd, env=environment(), stderr=subprocess.PIPE, text=True, **popen)
 
 
 def test_stdout_on_a_full_device_is_an_output_error(tmp_path, tiny_repo):
@@ -348,27 +347,27 @@ def test_stdout_into_a_closed_pipe_ends_quietly(tmp_path, tiny_repo):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav"]
 
 
-def test_an_empty_stdout_stem_is_a_usage_error(tmp_path, tiny_repo, in_process, monkeypatch):
+def test_an_empty_stdout_stem_is_a_usage_error(tmp_path, fake_repo, in_process, monkeypatch):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
     monkeypatch.chdir(tmp_path)
-    result = in_process("song.wav", *TINY, "--repo", tiny_repo, "--stdout", "", tmp=tmp_path / "tmp")
+    result = in_process("song.wav", *TINY, "--repo", fake_repo, "--stdout", "", tmp=tmp_path / "tmp")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == "error: Invalid value for --stdout: needs a stem name, e.g. vocals or no_vocals"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["song.wav", "tmp"]
 
 
-def test_an_unknown_stdout_stem_names_stdout(tmp_path, tiny_repo, in_process):
+def test_an_unknown_stdout_stem_names_stdout(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
-    result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "--stdout", "no_kazoo", tmp=tmp_path / "tmp")
+    result = in_process(tmp_path / "song.wav", *TINY, "--repo", fake_repo, "--stdout", "no_kazoo", tmp=tmp_path / "tmp")
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == ("error: Invalid value for --stdout: unknown stem 'kazoo'; "
                                               "this model has drums, bass, other, vocals")
 
 
-def test_a_glob_matching_nothing_is_reported_beside_other_inputs(tmp_path, tiny_repo, in_process):
+def test_a_glob_matching_nothing_is_reported_beside_other_inputs(tmp_path, fake_repo, in_process):
     sf.write(tmp_path / "song.wav", tone(0.3, 44100), 44100)
     pattern = str(tmp_path / "nothing" / "*.flac")
-    result = in_process(tmp_path / "song.wav", pattern, *TINY, "--repo", tiny_repo, "-o", tmp_path / "out", "--json",
+    result = in_process(tmp_path / "song.wav", pattern, *TINY, "--repo", fake_repo, "-o", tmp_path / "out", "--json",
                         tmp=tmp_path / "tmp")
     assert result.returncode == 1, result.stderr
     assert [(line["input"], line["status"]) for line in json_lines(result.stdout)] == [
@@ -378,10 +377,10 @@ def test_a_glob_matching_nothing_is_reported_beside_other_inputs(tmp_path, tiny_
 
 # 12. The API: integer PCM, either array layout, documented error classes
 
-def test_integer_pcm_arrays_are_scaled_like_the_floats_they_stand_for(tiny_repo):
+def test_integer_pcm_arrays_are_scaled_like_the_floats_they_stand_for(fake_repo):
     import stemsplit
 
-    model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu")
+    model = stemsplit.load_model("tiny", repo=fake_repo, device="cpu")
     ints = (tone(0.3, 44100).T * 20000).astype(np.int16)  # (channels, n)
     from_floats = model.separate((ints.astype(np.float32) / 32768, 44100)).stems
     for samples in (ints, ints.T.copy(), (ints.astype(np.int32) << 16), (ints.astype(np.int32) + 32768).astype(np.uint16)):
@@ -399,11 +398,11 @@ def test_integer_pcm_arrays_are_scaled_like_the_floats_they_stand_for(tiny_repo)
     ((np.zeros(100, complex), 44100), "^samples must be float or integer PCM, not complex128$"),
     (42, "^cannot separate a int: give a path, the bytes of an audio file, or a \\(samples, rate\\) pair$"),
 ])
-def test_odd_api_sources_are_input_errors(tiny_repo, source, message):
+def test_odd_api_sources_are_input_errors(fake_repo, source, message):
     import stemsplit
     from stemsplit.errors import InputError
 
-    model = stemsplit.load_model("tiny", repo=tiny_repo, device="cpu")
+    model = stemsplit.load_model("tiny", repo=fake_repo, device="cpu")
     with pytest.raises(InputError, match=message):
         model.separate(source)
 
@@ -414,12 +413,12 @@ def test_odd_api_sources_are_input_errors(tiny_repo, source, message):
     ({"device": "tpu"}, "^unknown device 'tpu'; use auto, cpu, cuda or mps$"),
     ({"overlap": "half"}, "not supported between instances"),
 ])
-def test_bad_api_settings_are_settings_errors(tiny_repo, options, message):
+def test_bad_api_settings_are_settings_errors(fake_repo, options, message):
     import stemsplit
     from stemsplit.errors import SettingsError
 
     with pytest.raises(SettingsError, match=message) as caught:
-        stemsplit.load_model("tiny", repo=tiny_repo, **options)
+        stemsplit.load_model("tiny", repo=fake_repo, **options)
     assert isinstance(caught.value, ValueError)  # code catching ValueError keeps working
 
 
@@ -431,11 +430,11 @@ def test_version(tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "stemsplit, version 0.1.0\n", "")
 
 
-def test_a_newline_in_a_name_cannot_forge_an_error_line(tmp_path, tiny_repo, in_process):
+def test_a_newline_in_a_name_cannot_forge_an_error_line(tmp_path, fake_repo, in_process):
     forged = tmp_path / "song\nerror: forged.wav"
     forged.write_text("not audio")
     sf.write(tmp_path / "real.wav", tone(0.2, 44100), 44100)
-    result = in_process(forged, tmp_path / "real.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(forged, tmp_path / "real.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out",
                         tmp=tmp_path / "tmp")
     assert result.returncode == 1
     assert not any(line.startswith("error: forged") for line in result.stderr.splitlines())
@@ -450,14 +449,14 @@ def test_models_into_a_full_device_is_an_output_error(tmp_path):
     assert (result.returncode, result.stderr) == (4, "error: cannot write to stdout: No space left on device\n")
 
 
-def test_no_usable_ffmpeg_is_its_own_exit_code(tmp_path, tiny_repo, in_process, monkeypatch):
+def test_no_usable_ffmpeg_is_its_own_exit_code(tmp_path, fake_repo, in_process, monkeypatch):
     from stemsplit.audio import find_ffmpeg
 
     sf.write(tmp_path / "song.wav", tone(0.2, 44100), 44100)
     monkeypatch.setenv("STEMSPLIT_FFMPEG", str(tmp_path / "no-ffmpeg"))
     find_ffmpeg.cache_clear()
     try:
-        result = in_process(tmp_path / "song.wav", *TINY, "--repo", tiny_repo, "-o", tmp_path / "out",
+        result = in_process(tmp_path / "song.wav", *TINY, "--repo", fake_repo, "-o", tmp_path / "out",
                             tmp=tmp_path / "tmp")
     finally:
         monkeypatch.delenv("STEMSPLIT_FFMPEG")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from demucs.htdemucs import HTDemucs as ReferenceHTDemucs
 
-from oracle import perturbed_reference, relative_error
+from helpers import relative_error, sdr
+from oracle import perturbed_reference
 from reference_configs import PRETRAINED_KWARGS, SMALL_KWARGS
 from stemsplit.errors import ModelError
 from stemsplit.networks.htdemucs import HTDemucs, HTDemucsConfig, attention, positions
@@ -52,7 +53,8 @@ def pretrained_pair(request):
 
 def test_pretrained_full_segment_matches_reference(pretrained_pair):
     reference, ours = pretrained_pair
-    assert compare(reference, ours, batch=2, length=ours.training_length) < TOLERANCE
+    # Batch 1: the variants below check batches of 2 in the same code at a fraction of the cost.
+    assert compare(reference, ours, batch=1, length=ours.training_length) < TOLERANCE
 
 
 # One configuration is enough here: padding costs a full forward pass and is the same code for all.
@@ -131,10 +133,6 @@ def test_untrained_model_runs_and_is_finite():
         out = model(torch.randn(1, 2, 1000))
     assert out.shape == (1, 4, 2, 1000)
     assert torch.isfinite(out).all() and out.abs().max() > 0
-
-
-def sdr(estimate: torch.Tensor, target: torch.Tensor) -> float:
-    return (10 * torch.log10(target.pow(2).sum() / (estimate - target).pow(2).sum())).item()
 
 
 # How the engine runs the fast modes. The bound is well under what these weights give (42-51 dB for

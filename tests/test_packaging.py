@@ -45,3 +45,17 @@ def test_readme_first_command_installs_the_checkout_by_that_name():
     first_command = next(line for line in readme.splitlines() if line.startswith("python3 -m venv"))
     assert ".venv/bin/pip install -q torch==2.13.0 ./ && .venv/bin/stemsplit song.mp3" in first_command
     assert f"as the distribution **`{NAME}`**" in readme
+
+
+def commands(text: str) -> list[str]:
+    """The `python3 -m venv .venv ...` command lines of a text, lines ending in a backslash joined."""
+    lines = text.replace("\\\n", " ").splitlines()
+    return [" ".join(line.split()) for line in lines if line.startswith("python3 -m venv .venv ")]
+
+
+def test_ci_runs_the_readme_test_command_first():
+    test_command = commands((ROOT / "README.md").read_text(encoding="utf-8"))[1]
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert test_command.endswith(".venv/bin/python -m pytest -q")
+    assert commands(ci) == [f"{test_command} || failed=1"]
+    assert ci.index("python3 -m venv .venv ") < ci.index("STEMSPLIT_FFMPEG=")

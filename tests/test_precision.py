@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import stemsplit
+from helpers import separate_tensor
 from stemsplit import precision
 from stemsplit.precision import Choice, choose, flags_in
 from stemsplit.registry import load_bag
-from stemsplit.separation import Settings, separate_tensor
+from stemsplit.separation import Settings
 
 AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma"}  # Zen 3, Skylake, most laptops
 AVX512_BF16 = AVX2_ONLY | {"avx512f", "avx512_vnni", "avx512_bf16"}  # Zen 4, Cooper Lake
@@ -107,7 +108,8 @@ def bag(tiny_repo):
 
 @pytest.fixture(scope="module")
 def mix() -> torch.Tensor:
-    return 0.2 * torch.randn(2, 60_000, generator=torch.Generator().manual_seed(0))
+    # One segment of tiny: enough to see which precision ran.
+    return 0.2 * torch.randn(2, 30_000, generator=torch.Generator().manual_seed(0))
 
 
 def test_engine_runs_float32_for_auto_and_refuses_bfloat16_on_a_cpu_without_it(fake_cpu, bag, mix):

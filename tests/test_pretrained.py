@@ -14,20 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from oracle import relative_error
-from stemsplit.audio import load_audio
+from helpers import load_audio, relative_error, sdr, separate_tensor
 from stemsplit.precision import choose
 from stemsplit.catalogue import read_catalogue
 from stemsplit.registry import load_bag
-from stemsplit.separation import Settings, separate_tensor
+from stemsplit.separation import Settings
 
 WEIGHTS = os.environ.get("STEMSPLIT_TEST_WEIGHTS")
 
 pytestmark = pytest.mark.skipif(not WEIGHTS, reason="STEMSPLIT_TEST_WEIGHTS names no folder of official weights")
-
-
-def sdr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(truth**2) / max(np.sum((truth - estimate) ** 2), 1e-12)))
 
 
 @pytest.mark.parametrize("name", sorted(read_catalogue()))

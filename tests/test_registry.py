@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import separate_tensor
 from hub_server import HubServer
 from oracle import perturbed_reference, safetensors_file
 from reference_configs import SMALL_KWARGS
@@ -29,7 +30,6 @@ from stemsplit.catalogue import ModelInfo, WeightFile, default_model, find_model
 from stemsplit.files import sha256_of
 from stemsplit.hub import VERIFICATIONS, hub_cache
 from stemsplit.registry import download_bag, is_cached, load_bag
-from stemsplit.separation import separate_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SHA256 = ROOT.parent / "shared" / "reference" / "weights-sha256.txt"
@@ -556,7 +556,7 @@ def test_unpinned_file_whose_bytes_differ_from_the_hubs_sha256_is_refused(hub, w
 
 
 def test_roformer_from_a_hub_dataset_and_an_ensemble_with_htdemucs(hub, weights, tmp_path, monkeypatch):
-    from test_separation import roformer_files
+    from roformer_oracle import roformer_files
 
     _, checkpoint, config_path, _ = roformer_files(tmp_path, 1, 4)
     hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)

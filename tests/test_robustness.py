@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers import (command, environment, error_lines, files_under, interrupt_promptly, json_lines, leftovers,
+                     stemsplit, tone, wait_for)
 from hub_server import HubServer
 from stemsplit.audio import find_ffmpeg
 
@@ -35,93 +36,7 @@ INTERRUPTED = "error: interrupted; no partial stems were left"
 TERMINATED = "error: terminated; no partial stems were left"
 
 
-# Running the command
-
-def environment(tmp: Path, **extra: str) -> dict[str, str]:
-    """The CLI's environment: offline, its temporary files in `tmp` (to check that none are left), wide
-    enough that rich's summary table does not wrap the short input names used here."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TMPDIR": str(tmp), "COLUMNS": "200"}
-    return {**env, **extra}
-
-
-def command(*args: object) -> list[str]:
-    return [sys.executable, "-m", "stemsplit", *map(str, args)]
-
-
-def stemsplit(*args: object, cwd: Path, tmp: Path, stdin: bytes | None = None, binary: bool = False,
-              **popen: object) -> subprocess.CompletedProcess:
-    """Run the command; stdout stays bytes when `binary`, stderr is always text."""
-    result = subprocess.run(command(*args), cwd=cwd, env=environment(tmp), input=stdin, capture_output=True,
-                            timeout=600, **popen)
-    stdout = result.stdout if binary else result.stdout.decode("utf-8")
-    return subprocess.CompletedProcess(result.args, result.returncode, stdout, result.stderr.decode("utf-8"))
-
-
-@pytest.fixture
-def in_process(monkeypatch):
-    """Run the command in this process with click's runner: no interpreter start and torch import (about 2 s a
-    run), for checks that need no signals, pipes or limits. Its temporary files go to `tmp`."""
-    from click.testing import CliRunner
-
-    from stemsplit.cli import main
-
-    def run(*args: object, tmp: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        tmp.mkdir(parents=True, exist_ok=True)
-        monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-        handler = signal.getsignal(signal.SIGTERM)
-        try:
-            result = CliRunner().invoke(main, list(map(str, args)), input=stdin,
-                                        env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
-        finally:
-            signal.signal(signal.SIGTERM, handler)  # the command installs its own
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
-    return run
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def json_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
-
-
-def leftovers(folder: Path) -> list[Path]:
-    """Temporary stem files (`.NAME.partial-XXXX[.f32]`) anywhere under `folder`."""
-    return sorted(p for p in folder.rglob("*") if ".partial" in p.name)
-
-
-def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-
-
-def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            _, stderr = process.communicate()
-            stderr = stderr.decode() if isinstance(stderr, bytes) else stderr
-            pytest.fail(f"the process exited ({process.returncode}) before {what}: {stderr}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.communicate()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 # Test media
-
-def tone(seconds: float, rate: int, channels: int = 2, seed: int = 0) -> np.ndarray:
-    frames = int(round(seconds * rate))
-    t = np.arange(frames) / rate
-    rng = np.random.default_rng(seed)
-    columns = [0.3 * np.sin(2 * np.pi * (220 + 110 * c) * t + c) + 0.02 * rng.standard_normal(frames)
-               for c in range(channels)]
-    return np.stack(columns, axis=1).astype(np.float32)
-
 
 def ffmpeg(*args: object) -> None:
     subprocess.run([find_ffmpeg()[0], "-nostdin", "-v", "fatal", "-y", *map(str, args)], check=True, timeout=300)
@@ -379,20 +294,6 @@ def two_hours(tmp_path_factory) -> Path:
     return song
 
 
-def interrupt_promptly(process: subprocess.Popen, signum: int, limit: float = 10) -> str:
-    """Send `signum`; the stderr, once the process has exited, which it must do within `limit` seconds."""
-    signalled = time.monotonic()
-    process.send_signal(signum)
-    try:
-        _, stderr = process.communicate(timeout=limit)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.communicate()
-        pytest.fail(f"still running {limit} s after the signal")
-    print(f"exited {time.monotonic() - signalled:.1f} s after the signal")
-    return stderr.decode()
-
-
 def test_sigint_while_decoding_a_long_input_leaves_no_temporary_files(tmp_path, tiny_repo, two_hours):
     """Ctrl-C while a 2-hour input is decoded removes the decoding folder and takes effect at once."""
     tmp = tmp_path / "tmp"
@@ -514,7 +415,7 @@ def test_full_disk_is_an_output_error_and_leaves_nothing(tmp_path, tiny_repo, ca
 
 # 4. --shard I/N partitions a folder; with --skip-existing a re-run does nothing
 
-def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny_repo, in_process):
+def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, fake_repo, in_process):
     folder = tmp_path / "album"
     folder.mkdir()
     for index in range(5):
@@ -523,7 +424,7 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
     inputs = sorted(str(p) for p in folder.iterdir())
     shards = []
     for index in range(2):
-        result = in_process(folder, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--json", "--shard",
+        result = in_process(folder, "-n", "tiny", "--repo", fake_repo, "-o", out, "--json", "--shard",
                             f"{index}/2", "--skip-existing", tmp=tmp_path / "tmp")
         assert result.returncode == 0, result.stderr
         lines = json_lines(result.stdout)
@@ -534,7 +435,7 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
         check_stems(out / "tiny" / Path(name).stem, 22050, 4410)
     written = {p: p.stat().st_mtime_ns for p in files_under(out)}
 
-    rerun = in_process(folder, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--json", "--skip-existing",
+    rerun = in_process(folder, "-n", "tiny", "--repo", fake_repo, "-o", out, "--json", "--skip-existing",
                        tmp=tmp_path / "tmp")
     assert rerun.returncode == 0, rerun.stderr
     assert [(line["input"], line["status"]) for line in json_lines(rerun.stdout)] == [(i, "skipped") for i in inputs]
@@ -543,9 +444,9 @@ def test_shards_partition_the_inputs_and_a_rerun_skips_everything(tmp_path, tiny
 
 
 @pytest.mark.parametrize("spec", ["2/2", "5/2", "-1/2", "0/0", "1/0", "x/2", "1", "1/2/3", "", "0.5/2"])
-def test_bad_shard_specs_are_usage_errors(tmp_path, tiny_repo, in_process, spec):
+def test_bad_shard_specs_are_usage_errors(tmp_path, fake_repo, in_process, spec):
     sf.write(tmp_path / "song.wav", tone(0.1, 44100), 44100)
-    result = in_process(tmp_path / "song.wav", "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out",
+    result = in_process(tmp_path / "song.wav", "-n", "tiny", "--repo", fake_repo, "-o", tmp_path / "out",
                         "--shard", spec, tmp=tmp_path / "tmp")
     assert result.returncode == 2, result.stderr
     assert "Invalid value for --shard" in result.stderr and "I/N" in result.stderr
@@ -554,12 +455,12 @@ def test_bad_shard_specs_are_usage_errors(tmp_path, tiny_repo, in_process, spec)
 
 # Two inputs with the same name in different folders
 
-def test_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_path, tiny_repo, in_process):
+def test_inputs_with_the_same_name_do_not_overwrite_each_other(tmp_path, fake_repo, in_process):
     """`stemsplit cd1/ cd2/` where both hold "01.wav": each gets its own stems folder, named after its folder."""
     for disc, seed in (("cd1", 1), ("cd2", 2)):
         (tmp_path / disc).mkdir()
         sf.write(tmp_path / disc / "01.wav", tone(0.2, 44100, seed=seed), 44100)
-    result = in_process(tmp_path / "cd1", tmp_path / "cd2", "-n", "tiny", "--repo", tiny_repo, "-o",
+    result = in_process(tmp_path / "cd1", tmp_path / "cd2", "-n", "tiny", "--repo", fake_repo, "-o",
                         tmp_path / "out", "--json", tmp=tmp_path / "tmp")
     assert result.returncode == 0, result.stderr
     lines = json_lines(result.stdout)
@@ -605,9 +506,9 @@ def test_stdout_no_vocals_from_stdin(tmp_path, flac_song, tiny_repo):
     assert list(tmp_path.iterdir()) == [tmp_path / "tmp"] and list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_stdin_input_is_separated_into_files(tmp_path, flac_song, tiny_repo, in_process):
+def test_stdin_input_is_separated_into_files(tmp_path, flac_song, fake_repo, in_process):
     """(A real pipe into a subprocess is tested just above.)"""
-    result = in_process("-", "-n", "tiny", "--repo", tiny_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp",
+    result = in_process("-", "-n", "tiny", "--repo", fake_repo, "-o", tmp_path / "out", tmp=tmp_path / "tmp",
                         stdin=flac_song.read_bytes())
     assert result.returncode == 0, result.stderr
     check_stems(tmp_path / "out" / "tiny" / "stdin", 48000, 28800)

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from roformer_oracle import oracle_network, relative_error
+from helpers import relative_error
+from roformer_oracle import oracle_network
 from stemsplit.checkpoint import read_state_dict
 from stemsplit.families.roformer import load_network, read_config
 from stemsplit.chunking import AlignedChunks

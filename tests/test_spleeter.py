@@ -18,13 +18,11 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from oracle import relative_error
-from test_cli import stemsplit
-from stemsplit.audio import load_audio
+from helpers import load_audio, relative_error, sdr, separate_tensor, stemsplit
 from stemsplit.bag import Bag, Member
 from stemsplit.errors import ModelError
 from stemsplit.networks.spleeter import PRESETS, Spleeter, SpleeterConfig
-from stemsplit.separation import Settings, separate_tensor
+from stemsplit.separation import Settings
 from stemsplit.families.spleeter import instrument_files, load_files, read_arrays
 
 SMALL = SpleeterConfig(instruments=("vocals", "accompaniment"), conv_n_filters=(2, 4, 4, 8, 8, 8), frame_length=256,
@@ -158,10 +156,6 @@ def clips(shared_audio) -> list[dict[str, np.ndarray]]:
         clips.append({"name": track.name, "mixture": read["mixture"], "vocals": read["vocals"],
                       "accompaniment": read["drums"] + read["bass"] + read["other"]})
     return clips
-
-
-def sdr(estimate: np.ndarray, truth: np.ndarray) -> float:
-    return float(10 * np.log10(np.sum(truth**2) / max(np.sum((truth - estimate) ** 2), 1e-12)))
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oracle import relative_error
+from helpers import relative_error, separate_tensor
 from stemsplit.bag import Bag, Member
 from stemsplit.networks.spleeter import PRESETS, Spleeter, SpleeterConfig
-from stemsplit.separation import separate_tensor
 
 PYTHON = Path(os.environ.get("STEMSPLIT_SPLEETER_PYTHON", "/work/venvs/spleeter/bin/python"))
 ORACLE = Path(__file__).with_name("spleeter_oracle.py")

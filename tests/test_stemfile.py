@@ -12,13 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 from mutagen.mp4 import Atoms
-from test_cli import stemsplit, tone
 
+from helpers import load_audio, sdr, separate_tensor, stemsplit, tone
 from oracle import perturbed_reference, safetensors_file
-from stemsplit.audio import find_ffmpeg, load_audio
-from stemsplit.registry import load_bag
-from stemsplit.separation import separate_tensor
+from stemsplit.audio import find_ffmpeg
 from stemsplit.errors import OutputError
+from stemsplit.registry import load_bag
 from stemsplit.stemfile import add_stem_box, slot_sources
 
 NI_STEMS = [("Drums", "#009E73"), ("Bass", "#D55E00"), ("Other", "#CC79A7"), ("Vocals", "#56B4E9")]
@@ -68,10 +67,6 @@ def rescaled(audio: np.ndarray) -> np.ndarray:
     return audio / max(1.01 * np.abs(audio).max(), 1.0)
 
 
-def snr(estimate: np.ndarray, reference: np.ndarray) -> float:
-    return 10 * np.log10(np.sum(reference**2) / np.sum((estimate - reference) ** 2))
-
-
 def test_aac_stem_file_has_ni_layout_lengths_and_manifest(tmp_path, repo):
     song = tmp_path / "my song.wav"
     sf.write(song, tone(2.5, 48000), 48000, subtype="FLOAT")
@@ -95,7 +90,7 @@ def test_aac_stem_file_has_ni_layout_lengths_and_manifest(tmp_path, repo):
     for index, audio in enumerate(decoded):
         assert abs(audio.shape[1] - 110_250) <= 1 and audio.shape[0] == 2  # 2.5 s at 44.1 kHz
         n = min(audio.shape[1], 110_250)
-        scores = [snr(audio[:, :n], rescaled(reference)[:, :n]) for reference in expected]
+        scores = [sdr(audio[:, :n], rescaled(reference)[:, :n]) for reference in expected]
         assert scores[index] > 10, scores  # AAC at 256 kb/s keeps these noisy random-network stems to 14-22 dB
         assert int(np.argmax(scores)) == index, scores  # each stream is the stem NI expects there
 
