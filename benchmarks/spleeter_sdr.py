@@ -14,6 +14,7 @@ clip repeated to --speed-seconds, alternated, best of 3.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,10 +24,11 @@ import torch
 import torch.nn.functional as F
 
 from bench import machine
-from stemsplit.audio import load_audio
 from stemsplit.bag import Bag, Member
-from stemsplit.separation import separate_tensor
 from stemsplit.families.spleeter import instrument_files, load_files
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import load_audio, separate_tensor  # noqa: E402  (the tests' whole-file helpers)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "audio"
 

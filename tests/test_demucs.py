@@ -9,7 +9,8 @@ import pytest
 import torch
 from demucs.demucs import Demucs as ReferenceDemucs
 
-from oracle import perturbed_network, relative_error
+from helpers import relative_error
+from oracle import perturbed_network
 from stemsplit.errors import ModelError
 from stemsplit.networks.demucs import Demucs, DemucsConfig
 from stemsplit.networks.resample import resample

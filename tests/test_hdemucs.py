@@ -8,7 +8,8 @@ import pytest
 import torch
 from demucs.hdemucs import HDemucs as ReferenceHDemucs
 
-from oracle import perturbed_network, relative_error
+from helpers import relative_error
+from oracle import perturbed_network
 from stemsplit.errors import ModelError
 from stemsplit.networks.hdemucs import HDemucs, HDemucsConfig
 from v3_configs import RELEASED_HDEMUCS, SMALL_HDEMUCS

@@ -136,7 +136,7 @@ def test_an_unbounded_segment_in_a_bag_file_is_a_model_error(tmp_path):
 # 3 and 5. Configs: aliases expanded past a budget, undecodable text, deep nesting are model errors naming the file
 
 def small_config(tmp_path: Path) -> str:
-    from test_separation import roformer_files
+    from roformer_oracle import roformer_files
 
     return roformer_files(tmp_path, 1, 4)[2].read_text()
 
@@ -180,7 +180,7 @@ def test_a_config_with_a_few_aliases_still_loads(tmp_path):
 
 
 def test_an_alias_bomb_in_a_config_is_one_error_line_from_the_cli(tmp_path):
-    from test_cli import stemsplit
+    from helpers import stemsplit
 
     checkpoint = tmp_path / "x.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, checkpoint)
@@ -244,7 +244,7 @@ def wav_claiming(path: Path, rate: int, frames: int = 4000) -> Path:
 
 @pytest.mark.parametrize("rate", [10**9, 800000, 10])
 def test_an_absurd_input_rate_is_an_input_error(tmp_path, rate):
-    from stemsplit.audio import load_audio
+    from helpers import load_audio
 
     path = wav_claiming(tmp_path / "odd.wav", rate)
     with pytest.raises(InputError, match=f"odd.wav claims a sample rate of {rate} Hz; stemsplit reads 1000 to 768000"):
@@ -252,7 +252,7 @@ def test_an_absurd_input_rate_is_an_input_error(tmp_path, rate):
 
 
 def test_a_high_but_real_input_rate_is_read(tmp_path):
-    from stemsplit.audio import load_audio
+    from helpers import load_audio
 
     audio, info = load_audio(wav_claiming(tmp_path / "dxd.wav", 352800, frames=35280))
     assert info.sample_rate == 352800 and audio.shape == (2, 4410)
@@ -301,7 +301,7 @@ def test_load_model_refuses_what_it_would_drop(tmp_path, monkeypatch, arguments,
 # 11. Non-finite network output fails that input, naming the model, never silent stems
 
 def poisoned_checkpoint(tmp_path: Path, value: float) -> tuple[Path, Path]:
-    from test_separation import roformer_files
+    from roformer_oracle import roformer_files
 
     _, checkpoint, config, _ = roformer_files(tmp_path, 1, 4)
     state = torch.load(checkpoint)["state_dict"]
@@ -310,7 +310,7 @@ def poisoned_checkpoint(tmp_path: Path, value: float) -> tuple[Path, Path]:
 
 
 def test_nan_weights_fail_the_input_in_one_line_and_write_nothing(tmp_path):
-    from test_cli import stemsplit, tone
+    from helpers import stemsplit, tone
 
     checkpoint, config = poisoned_checkpoint(tmp_path, float("nan"))
     sf.write(tmp_path / "song.wav", tone(1.5, 44100), 44100)
@@ -323,7 +323,7 @@ def test_nan_weights_fail_the_input_in_one_line_and_write_nothing(tmp_path):
 
 
 def test_infinite_weights_raise_an_input_error_from_the_engine(tmp_path):
-    from stemsplit.separation import separate_tensor
+    from helpers import separate_tensor
 
     checkpoint, config = poisoned_checkpoint(tmp_path, float("inf"))
     bag = load_bag(checkpoint=checkpoint, config=config)

@@ -17,7 +17,8 @@ from stemsplit.networks.demucs import Demucs, DemucsConfig
 from stemsplit.networks.hdemucs import HDemucs, HDemucsConfig
 from stemsplit.bag import mixed_bag
 from stemsplit.packages import apply_bag_segment
-from stemsplit.separation import Settings, separate_tensor
+from helpers import separate_tensor
+from stemsplit.separation import Settings
 from v3_configs import SMALL_DEMUCS, SMALL_HDEMUCS
 
 MIN_SDR = 100.0  # dB, float32
