@@ -1,8 +1,10 @@
 """The catalogue (models.toml): which models exist, their family, licence, stems and files.
 
 A *network model* is made by one family from its weight files (`files`), fetched from the Hub
-and pinned by SHA-256 where a public page gives it; an *ensemble* takes stems from other models
-(`parts`), its `residual` stem the mix minus the others. Reading the catalogue imports no torch.
+or from plain URLs (`urls`, pinned by SHA-256 and size; see sources.py), pinned by SHA-256 where a
+public page gives it; its networks may be of several `families` (mdx mixes two). An *ensemble*
+takes stems from other models (`parts`), its `residual` stem the mix minus the others.
+Reading the catalogue imports no torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ModelError
 from .families import family_names
@@ -28,10 +31,14 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One network's file on the Hub: pinned by SHA-256, or verified against the Hub's own when `sha256` is None."""
+    """One network's file (or an archive of files): on the Hub, pinned by SHA-256 or verified against the
+    Hub's own when `sha256` is None; or at `urls` (a primary and mirrors of the same bytes), pinned by
+    `sha256` and `size`."""
 
     name: str
     sha256: str | None = None
+    urls: tuple[str, ...] = ()
+    size: int | None = None  # bytes, for URL files
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
     shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
@@ -57,12 +64,14 @@ class ModelInfo:
     description: str
     licence: str
     stems: tuple[str, ...]
-    family: str | None = None  # None for an ensemble
+    family: str | None = None  # the family that builds the bag; None for an ensemble
+    families: tuple[str, ...] = ()  # those its networks may be of, when there are several
     repo: str = ""
     revision: str = ""
     repo_type: str = "model"  # or "dataset", where a Hub dataset hosts the weights
     files: tuple[WeightFile, ...] = ()
     config: str | None = None  # a file in stemsplit/configs, for families that read one
+    segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
 
@@ -71,10 +80,16 @@ class ModelInfo:
         return bool(self.parts)
 
     @property
+    def network_families(self) -> tuple[str, ...]:
+        return self.families or (self.family,)
+
+    @property
     def kind(self) -> str:
-        """How `stemsplit models` names what it is: its family, or the models it ensembles."""
-        return f"ensemble of {' + '.join(part.model for part in self.parts)}" if self.is_ensemble \
-            else f"family {self.family}"
+        """How `stemsplit models` names what it is: its family (or families), or the models it ensembles."""
+        if self.is_ensemble:
+            return f"ensemble of {' + '.join(part.model for part in self.parts)}"
+        names = self.network_families
+        return f"family {names[0]}" if len(names) == 1 else f"families {' + '.join(names)}"
 
     @property
     def pinning(self) -> str:
@@ -85,12 +100,17 @@ class ModelInfo:
             return "no" if "no" in pins else "sha256" if "sha256" in pins else "yes"
         if not all(file.sha256 for file in self.files):
             return "no"
-        return "yes" if COMMIT_PATTERN.fullmatch(self.revision) else "sha256"
+        from_hub = any(not file.urls for file in self.files)
+        return "sha256" if from_hub and not COMMIT_PATTERN.fullmatch(self.revision) else "yes"
+
+
+REFUSED = "refused"  # the catalogue's table of models known and not run: name -> why
 
 
 def read_catalogue(path: Path | None = None) -> dict[str, ModelInfo]:
     table = _read_toml(path or CATALOGUE)
-    return {name: _model_info(name, entry) for name, entry in table.items() if isinstance(entry, dict)}
+    return {name: _model_info(name, entry) for name, entry in table.items()
+            if isinstance(entry, dict) and name != REFUSED}
 
 
 def default_model(path: Path | None = None) -> str:
@@ -102,7 +122,11 @@ def default_model(path: Path | None = None) -> str:
 
 
 def find_model(name: str, catalogue: dict[str, ModelInfo] | None = None) -> ModelInfo:
-    catalogue = read_catalogue() if catalogue is None else catalogue
+    if catalogue is None:
+        catalogue = read_catalogue()
+        refused = _read_toml(CATALOGUE).get(REFUSED, {})
+        if name in refused:
+            raise ModelError(f"model '{name}' is not supported: {refused[name]}")
     if name not in catalogue:
         known = ", ".join(sorted(catalogue))
         raise ModelError(f"unknown model '{name}'; known models: {known} "
@@ -119,13 +143,16 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
     try:
-        files = tuple(WeightFile(**{**file, "shares": _tuple_or_none(file.get("shares"))})
+        files = tuple(WeightFile(**{**file, "shares": _tuple_or_none(file.get("shares")),
+                                    "urls": tuple(file.get("urls", ()))})
                       for file in entry.get("files", ()))
         parts = tuple(EnsemblePart(part["model"], tuple(part["stems"])) for part in entry.get("parts", ()))
-        info = ModelInfo(name=name, family=entry.get("family"), description=entry["description"],
+        info = ModelInfo(name=name, family=entry.get("family"), families=tuple(entry.get("families", ())),
+                         description=entry["description"],
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
-                         config=entry.get("config"), parts=parts, residual=entry.get("residual"))
+                         config=entry.get("config"), parts=parts, residual=entry.get("residual"),
+                         segment=entry.get("segment"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
@@ -147,14 +174,40 @@ def _ensemble_problem(info: ModelInfo) -> str | None:
 def _network_model_problem(info: ModelInfo) -> str | None:
     if info.family not in family_names():
         return f"family must be one of {', '.join(family_names())}, or parts for an ensemble"
-    if not info.repo or not info.revision or not info.files:
-        return "it needs a repo, a revision and files"
+    if info.families and (info.family not in info.families
+                          or not set(info.families) <= set(family_names())):
+        return f"families must list {info.family} and other rows of the family table only"
+    if not info.files:
+        return "it needs files"
+    if any(not file.urls for file in info.files) and not (info.repo and info.revision):
+        return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):
         return "repo_type must be model or dataset"
+    if info.segment is not None and (isinstance(info.segment, bool) or not isinstance(info.segment, (int, float))
+                                     or not 0 < info.segment <= 3600):
+        return "segment must be a number of seconds, up to an hour"
     for file in info.files:
-        for sha256 in (file.sha256, file.legacy_sha256):
-            if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
-                return f"{file.name}: SHA-256 values must be 64 lowercase hex digits"
-        if file.shares is not None and len(file.shares) != len(info.stems):
-            return f"{file.name}: needs one share per stem"
+        problem = _file_problem(file, len(info.stems))
+        if problem:
+            return f"{file.name}: {problem}"
+    return None
+
+
+def _file_problem(file: WeightFile, stems: int) -> str | None:
+    for sha256 in (file.sha256, file.legacy_sha256):
+        if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
+            return "SHA-256 values must be 64 lowercase hex digits"
+    if file.shares is not None and len(file.shares) != stems:
+        return "needs one share per stem"
+    return _url_file_problem(file) if file.urls else None
+
+
+def _url_file_problem(file: WeightFile) -> str | None:
+    if file.sha256 is None or not isinstance(file.size, int) or file.size <= 0:
+        return "a file from urls needs its sha256 and its size in bytes"
+    if "/" in file.name or "\\" in file.name or file.name.startswith("."):
+        return "a file from urls needs a plain file name"
+    for url in file.urls:
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).netloc:
+            return f"{url!r} is not an http(s) URL"
     return None

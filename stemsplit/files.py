@@ -36,6 +36,16 @@ def partial_name(path: Path) -> Path:
     return path.parent / f".{path.name[:64]}.partial-{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def abandoned_partial(path: Path) -> Path | None:
+    """A temporary file of `path` that a run killed on this host left, e.g. half a download to resume."""
+    prefix = f".{path.name[:64]}.partial-"
+    for entry in _entries(path.parent):
+        found = PARTIAL_FILE.match(entry.name)
+        if entry.name.startswith(prefix) and found and _abandoned(found) and entry.is_file():
+            return entry
+    return None
+
+
 def temporary_prefix() -> str:
     """The prefix of this process's temporary folders."""
     return f"stemsplit-{HOST}-{os.getpid()}-"

@@ -1,17 +1,17 @@
 """The Hugging Face Hub and its cache: downloads verified against a pinned SHA-256, or against the
-Hub's own for unpinned files (then recorded in the cache as a *verification*), and clear errors when offline."""
+Hub's own for unpinned files (then recorded in the cache as a *verification*), and clear errors when offline
+or when the Hub (or a proxy) does not answer within the download timeout (downloads.py), in one line."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 from .catalogue import COMMIT_PATTERN, SHA256_PATTERN
+from .downloads import TIMEOUT_VARIABLE, Announcement, download_timeout
 from .errors import ModelError
 from .files import sha256_of
 
@@ -19,9 +19,7 @@ if TYPE_CHECKING:
     from .catalogue import ModelInfo, WeightFile
 
 VERIFICATIONS = "stemsplit-verified.json"  # in a model's cache folder: the commit and SHA-256 of its unpinned files
-HUB_PROBE_SECONDS = 3  # how long the Hub's host may take to accept a connection before a download
 MAX_VERIFICATIONS_BYTES = 1 << 20  # a record of a few files is a few hundred bytes; a longer one is not ours
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def hub_cache() -> Path:
@@ -42,15 +40,11 @@ def _repo_folder(info: ModelInfo) -> Path:
     return hub_cache() / f"{info.repo_type}s--{info.repo.replace('/', '--')}"
 
 
-def files_cached(info: ModelInfo) -> bool:
-    """Whether every file of a (non-ensemble) model is in the cache, looked up on disk."""
-    verifications = _read_verifications(info)
-    for file in info.files:
-        verification = verifications.get(_verification_key(info, file), {})
-        revision = info.revision if file.sha256 else verification.get("commit")
-        if revision is None or _snapshot(info, revision, file.name) is None:
-            return False
-    return True
+def file_cached(info: ModelInfo, file: WeightFile) -> bool:
+    """Whether a file of the model is in the cache, looked up on disk."""
+    verification = _read_verifications(info).get(_verification_key(info, file), {})
+    revision = info.revision if file.sha256 else verification.get("commit")
+    return revision is not None and _snapshot(info, revision, file.name) is not None
 
 
 def _snapshot(info: ModelInfo, revision: str, name: str) -> Path | None:
@@ -74,7 +68,7 @@ def _ref_commit(info: ModelInfo, revision: str) -> str | None:
     return commit if COMMIT_PATTERN.fullmatch(commit) else None
 
 
-def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
+def fetch(info: ModelInfo, file: WeightFile, announcement: Announcement) -> tuple[Path, str]:
     """The cached path of a verified weight file and its SHA-256, downloading it if needed.
 
     A file without a pinned SHA-256 is checked against the one the Hub publishes for it (its LFS
@@ -84,7 +78,7 @@ def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
     commit, sha256 = info.revision, file.sha256
     if sha256 is None:
         commit, sha256 = _verified_origin(info, file)
-    path = _download(info, file, commit)
+    path = _download(info, file, commit, announcement)
     try:
         corrupt = sha256_of(path) != sha256
         if corrupt:
@@ -104,16 +98,28 @@ def fetch(info: ModelInfo, file: WeightFile) -> tuple[Path, str]:
     return path, sha256
 
 
-def _download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
+def _download(info: ModelInfo, file: WeightFile, revision: str, announcement: Announcement) -> Path:
+    """The cached file, downloaded first if it is not there: the Hub is asked about it (within the
+    timeout, no retries), the user told of its size, and then huggingface_hub fetches it."""
+    cached = _snapshot(info, revision, file.name)
+    if cached is not None:
+        return cached
+    if hub_offline():
+        raise _not_downloaded(info)
+    announcement.fetching(file.name, _metadata(info, file, revision).size)
+    return _hub_download(info, file, revision)
+
+
+def _hub_download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
+    import huggingface_hub.constants
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import LocalEntryNotFoundError
 
-    _check_reachable(info, file, revision)
+    # The transfer's own timeout is a module setting of huggingface_hub, read at each request.
+    huggingface_hub.constants.HF_HUB_DOWNLOAD_TIMEOUT = download_timeout()
     try:
         return Path(hf_hub_download(info.repo, file.name, revision=revision, repo_type=info.repo_type,
-                                    cache_dir=hub_cache(),
-                                    endpoint=os.environ.get("HF_ENDPOINT") or None,
-                                    local_files_only=hub_offline()))
+                                    cache_dir=hub_cache(), endpoint=_endpoint(), etag_timeout=download_timeout()))
     except LocalEntryNotFoundError as error:
         raise _not_downloaded(info) from error
     except Exception as error:  # whatever the network or the Hub did wrong
@@ -121,6 +127,28 @@ def _download(info: ModelInfo, file: WeightFile, revision: str) -> Path:
             f"downloading {file.name} of model '{info.name}' from {info.repo} failed "
             f"({_first_line(error)}); check the connection and run again, or use --repo DIR"
         ) from error
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _metadata(info: ModelInfo, file: WeightFile, revision: str) -> Any:
+    """The Hub's word on a file (commit, SHA-256 as its ETag, size), asked once within the timeout."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(info.repo, file.name, revision=revision, repo_type=info.repo_type, endpoint=_endpoint())
+    try:
+        return get_hf_file_metadata(url, timeout=download_timeout(), endpoint=_endpoint())
+    except Exception as error:  # whatever the network or the Hub did wrong
+        if any(kind.__name__ == "TimeoutException" for kind in type(error).__mro__):
+            raise ModelError(f"the Hugging Face Hub did not answer about {file.name} of model '{info.name}' "
+                             f"within {download_timeout():g} s ({TIMEOUT_VARIABLE}); check the connection "
+                             "or proxy and run again, or use --repo DIR") from None
+        if any(kind.__name__ == "ConnectError" for kind in type(error).__mro__):
+            raise _not_downloaded(info) from None
+        raise ModelError(f"downloading {file.name} of model '{info.name}' from {info.repo} failed "
+                         f"({_first_line(error)}); check the connection and run again, or use --repo DIR") from error
 
 
 def _not_downloaded(info: ModelInfo) -> ModelError:
@@ -136,15 +164,7 @@ def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
         return verification["commit"], verification["sha256"]
     if hub_offline():
         raise _not_downloaded(info)
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-
-    try:
-        metadata = get_hf_file_metadata(hf_hub_url(info.repo, file.name, revision=info.revision,
-                                                   repo_type=info.repo_type,
-                                                   endpoint=os.environ.get("HF_ENDPOINT") or None))
-    except Exception as error:  # whatever the network or the Hub did wrong
-        raise ModelError(f"asking the Hub about {file.name} of model '{info.name}' failed "
-                         f"({_first_line(error)}); check the connection and run again") from error
+    metadata = _metadata(info, file, info.revision)
     etag = (metadata.etag or "").strip('"')
     if not SHA256_PATTERN.fullmatch(etag) or not metadata.commit_hash:
         raise ModelError(f"the Hub publishes no SHA-256 for {file.name} of model '{info.name}', "
@@ -182,20 +202,6 @@ def _write_verification(info: ModelInfo, file: WeightFile, commit: str, sha256: 
     with suppress(OSError):  # a read-only cache only loses the verification, and the next run asks the Hub again
         temporary.write_text(json.dumps(verifications, indent=1), encoding="utf-8")
         os.replace(temporary, path)
-
-
-def _check_reachable(info: ModelInfo, file: WeightFile, revision: str) -> None:
-    """Fail at once when a file to download is on a Hub that does not answer, rather than after
-    huggingface_hub's half a minute of retries. Behind a proxy the Hub's host is not probed."""
-    proxied = any(os.environ.get(name) for name in PROXY_VARIABLES)
-    if hub_offline() or proxied or _snapshot(info, revision, file.name) is not None:
-        return
-    endpoint = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
-    except OSError:
-        raise _not_downloaded(info) from None
 
 
 def _remove_cached(pointer: Path) -> None:

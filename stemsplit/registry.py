@@ -1,7 +1,7 @@
 """How a model becomes a bag of networks.
 
 A catalogue model (catalogue.py) is built by its family (stemsplit/families/) from its files,
-fetched and verified through the Hub's cache (hub.py); an ensemble from the bags of its parts.
+fetched and verified from their source, the Hub or URLs (sources.py); an ensemble from the bags of its parts.
 A local folder of demucs packages (`--repo DIR`) is read by packages.py, and local checkpoint
 files (`--checkpoint PATH [--config FILE]`) by whichever family recognises them.
 """
@@ -9,22 +9,20 @@ files (`--checkpoint PATH [--config FILE]`) by whichever family recognises them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from .bag import Bag
 from .catalogue import CONFIGS, ModelInfo, default_model, find_model
+from .downloads import Announcement, Notify
 from .errors import ModelError
 from .family import CatalogueFiles, Fetched, LocalFiles
-from .hub import fetch, files_cached
-
-Notify = Callable[[str], None]  # hears of what the user should know, e.g. a first download's licence
+from .sources import fetch_file, file_cached
 
 
 def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify = lambda message: None,
              checkpoint: Path | None = None, config: Path | None = None) -> Bag:
     """The named model (default: the catalogue's) from the Hub through its cache or from the local
     folder `repo`, or local `checkpoint` files (with their `config`, where the family needs one).
-    `notify` hears of a first download, with the model's licence."""
+    `notify` hears of each file downloaded, with its size, and of the model's licence."""
     from .families import for_local
 
     if checkpoint is not None:
@@ -49,9 +47,8 @@ def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
     if missing:
         raise ModelError(f"model catalogue entry '{info.name}' is malformed: a {row.name} model needs "
                          f"{', '.join(missing)}")
-    if not is_cached(info):
-        notify(f"downloading model '{info.name}' (licence: {info.licence})")
-    fetched = tuple(Fetched(*fetch(info, file), file) for file in info.files)
+    announcement = Announcement(info, notify)
+    fetched = tuple(Fetched(*fetch_file(info, file, announcement), file) for file in info.files)
     identity = f"{info.name}:" + ",".join(file.sha256 for file in fetched)
     bag = row.catalogue_bag(CatalogueFiles(info, fetched, CONFIGS / info.config if info.config else None, identity))
     check_loaded(info, bag)
@@ -60,10 +57,10 @@ def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
 
 def check_loaded(info: ModelInfo, bag: Bag) -> None:
     """The catalogue's word against what loaded: the stems, and the family of every network."""
-    others = sorted(bag.families - {info.family})
+    others = sorted(bag.families - set(info.network_families))
     if others:
-        raise ModelError(f"model '{info.name}' is catalogued as {info.family}, but its files hold a "
-                         f"{', '.join(others)} network")
+        raise ModelError(f"model '{info.name}' is catalogued as {' + '.join(info.network_families)}, but its "
+                         f"files hold a {', '.join(others)} network")
     if tuple(bag.stems) != info.stems:
         raise ModelError(f"model '{info.name}' separates {bag.stems}, not {list(info.stems)} as the catalogue says")
 
@@ -82,7 +79,7 @@ def ensemble_bag(info: ModelInfo, notify: Notify) -> Bag:
 
 
 def is_cached(info: ModelInfo) -> bool:
-    """Whether every file of the model is in the cache (looked up on disk, in the Hub cache layout)."""
+    """Whether every file of the model is in its cache (looked up on disk, not verified)."""
     if info.is_ensemble:
         return all(is_cached(find_model(part.model)) for part in info.parts)
-    return files_cached(info)
+    return all(file_cached(info, file) for file in info.files)

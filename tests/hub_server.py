@@ -112,3 +112,67 @@ def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+class FileServer:
+    """A loopback web server of plain files, for catalogue files given by URL: `files` maps a path to its
+    bytes, `redirects` a path to where it moved (as GitHub's release downloads do); `cut_after` makes the
+    next GET send that many bytes and close the connection; `ranges=False` ignores Range headers."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.redirects: dict[str, str] = {}
+        self.requests: list[tuple[str, str | None]] = []  # (path, its Range header)
+        self.cut_after: int | None = None
+        self.ranges = True
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _file_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _file_handler(server: FileServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            server.requests.append((self.path, self.headers.get("Range")))
+            if self.path in server.redirects:
+                self.send_response(302)
+                self.send_header("Location", server.redirects[self.path])
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            content = server.files.get(self.path)
+            if content is None:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                return self.end_headers()
+            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+            start = int(match[1]) if match and server.ranges else 0
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(content) - start))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
+            self.end_headers()
+            self.send_body(content[start:])
+
+        def send_body(self, body: bytes) -> None:
+            cut, server.cut_after = server.cut_after, None
+            self.wfile.write(body if cut is None else body[:cut])
+            self.wfile.flush()
+            if cut is not None:
+                self.close_connection = True
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return Handler

@@ -50,7 +50,7 @@ def test_branch_pinned_model_is_cached_and_loads_with_the_hub_unreachable(hub, r
     hub.stop()
     monkeypatch.setattr(huggingface_hub.utils._http.time, "sleep", lambda seconds: None)
     assert_same_weights(download_bag(info, heard.append), reference)
-    assert heard == ["downloading model 'tiny' (licence: MIT)"]
+    assert heard == [f"downloading model 'tiny' (licence: MIT): {SIGNATURE}.safetensors, {len(weights) / 1e6:.1f} MB"]
 
 
 def test_a_ref_that_is_not_a_commit_is_not_cached(hub, weights):

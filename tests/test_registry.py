@@ -512,7 +512,8 @@ def test_first_download_names_the_licence(hub, weights):
     heard = []
     download_bag(tiny_info(weights), heard.append)
     download_bag(tiny_info(weights), heard.append)
-    assert heard == ["downloading model 'tiny' (licence: MIT)"]
+    size = f"{len(weights) / 1e6:.1f} MB"
+    assert heard == [f"downloading model 'tiny' (licence: MIT): {SIGNATURE}.safetensors, {size}"]
 
 
 def unpinned(info: ModelInfo) -> ModelInfo:

@@ -1,0 +1,264 @@
+"""Where a catalogue file comes from: the Hugging Face Hub (hub.py), or plain URLs.
+
+A URL file is pinned by its SHA-256 and size; its `urls` (a primary and mirrors) are tried in
+order, since the same bytes are the same file wherever they come from. It is kept in stemsplit's
+own cache, beside the Hub's: STEMSPLIT_CACHE, or `stemsplit` under XDG_CACHE_HOME (~/.cache),
+one folder per SHA-256. A download is written under a temporary name and renamed when its size
+and SHA-256 are right; a cut transfer resumes where it stopped (HTTP Range) or restarts, and one
+a killed run left is taken up by the next. Archives (tar.gz, zip) are unpacked safely
+(archives.py) and the family is handed the folder. Offline (HF_HUB_OFFLINE=1) a cached file is
+used and an uncached one fails at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import Request, urlopen
+
+from . import hub
+from .archives import HostileArchive, Manifest, is_archive, matches, unpack
+from .downloads import TIMEOUT_VARIABLE, Announcement, Progress, download_timeout
+from .errors import ModelError
+from .files import abandoned_partial, partial_name, sha256_of
+
+if TYPE_CHECKING:
+    from .catalogue import ModelInfo, WeightFile
+
+CACHE_VARIABLE = "STEMSPLIT_CACHE"
+ATTEMPTS = 3  # transfers per URL when one is cut short, each resuming where the last stopped
+MANIFEST = "manifest.json"  # beside an unpacked archive's folder: its files' SHA-256
+MAX_MANIFEST_BYTES = 1 << 22
+USER_AGENT = "stemsplit"
+
+
+class DownloadFailure(Exception):
+    """What went wrong with one URL, in a few words; the next URL is tried."""
+
+
+def url_cache() -> Path:
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "stemsplit"
+
+
+def fetch_file(info: ModelInfo, file: WeightFile, announcement: Announcement) -> tuple[Path, str]:
+    """The verified local path of a catalogue file (an archive's unpacked folder) and its SHA-256."""
+    if not file.urls:
+        return hub.fetch(info, file, announcement)
+    if is_archive(file.name):
+        return _unpacked(info, file, announcement), file.sha256
+    return _verified_download(info, file, _folder(file) / file.name, announcement), file.sha256
+
+
+def file_cached(info: ModelInfo, file: WeightFile) -> bool:
+    """Whether the file is in its cache (looked up, not verified)."""
+    if not file.urls:
+        return hub.file_cached(info, file)
+    if is_archive(file.name):
+        return (_folder(file) / _unpacked_name(file)).is_dir() and (_folder(file) / MANIFEST).is_file()
+    return (_folder(file) / file.name).is_file()
+
+
+def _folder(file: WeightFile) -> Path:
+    return url_cache() / file.sha256
+
+
+def _unpacked_name(file: WeightFile) -> str:
+    name = file.name
+    return name[:-len(".tar.gz")] if name.lower().endswith(".tar.gz") else Path(name).stem
+
+
+# Plain files
+
+def _verified_download(info: ModelInfo, file: WeightFile, path: Path, announcement: Announcement) -> Path:
+    """`path`, downloaded first if absent; a cached copy whose bytes are not the pinned ones is removed."""
+    if not path.is_file():
+        _download(info, file, path, announcement)
+        return path
+    if path.stat().st_size != file.size or sha256_of(path) != file.sha256:
+        _remove(path)
+        raise ModelError(f"{file.name} of model '{info.name}' in the cache was corrupt (sha256 mismatch); "
+                         "the bad file was removed, run again to re-download")
+    return path
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        raise ModelError(f"{path} is corrupt and cannot be removed ({error.strerror or error}): "
+                         "delete it and run again") from None
+
+
+def _download(info: ModelInfo, file: WeightFile, path: Path, announcement: Announcement) -> None:
+    """Fetch the file from its URLs in order into `path`, through a temporary file."""
+    if hub.hub_offline():
+        raise ModelError(f"model '{info.name}' is not downloaded yet and HF_HUB_OFFLINE is set; connect once "
+                         "to download it, or use --repo DIR with local weight files")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ModelError(f"cannot write the model cache {path.parent}: {error.strerror or error}") from None
+    partial = _claimed_partial(path)
+    failures = []
+    for url in file.urls:
+        try:
+            _fetch_whole(url, partial, file, announcement)
+        except DownloadFailure as failure:  # its bytes, if any, are not trusted to go on with
+            partial.unlink(missing_ok=True)
+            failures.append(f"{urlsplit(url).netloc}: {failure}")
+            continue
+        if sha256_of(partial) == file.sha256:
+            os.replace(partial, path)
+            return
+        partial.unlink()
+        failures.append(f"{urlsplit(url).netloc}: corrupt (sha256 mismatch), removed")
+    partial.unlink(missing_ok=True)
+    raise ModelError(f"downloading {file.name} of model '{info.name}' failed: {'; '.join(failures)}; "
+                     "check the connection and run again")
+
+
+def _claimed_partial(path: Path) -> Path:
+    """This run's temporary file for `path`: half a download a killed run left, taken over, or a new name."""
+    partial = partial_name(path)
+    left = abandoned_partial(path)
+    if left is not None:
+        with suppress(OSError):  # another run took it first
+            os.replace(left, partial)
+    return partial
+
+
+def _fetch_whole(url: str, partial: Path, file: WeightFile, announcement: Announcement) -> None:
+    """All `file.size` bytes from `url` into `partial`, resuming transfers that are cut short."""
+    progress = Progress(file.name, file.size)
+    last = "cut short"
+    try:
+        for _ in range(ATTEMPTS):
+            if _size(partial) == file.size:
+                return
+            try:
+                _transfer(url, partial, file, (announcement, progress))
+            except HTTPError as error:
+                last = _http_failure(error, partial)
+            except (OSError, http.client.HTTPException) as error:
+                last = _network_failure(error)
+        if _size(partial) != file.size:
+            raise DownloadFailure(f"{last} ({ATTEMPTS} tries)")
+    finally:
+        progress.done()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _http_failure(error: HTTPError, partial: Path) -> str:
+    """What an HTTP error status means: a range past what the server has restarts, anything else fails."""
+    if error.code == 416:
+        partial.unlink(missing_ok=True)
+        return "HTTP 416 (range not satisfiable)"
+    raise DownloadFailure(f"HTTP {error.code} {error.reason}") from None
+
+
+def _network_failure(error: Exception) -> str:
+    """A server that does not answer in time, or cannot be reached, fails at once; a cut transfer is tried again."""
+    reason = error.reason if isinstance(error, URLError) else error
+    if isinstance(reason, TimeoutError):
+        raise DownloadFailure(f"no answer within {download_timeout():g} s ({TIMEOUT_VARIABLE})") from None
+    if isinstance(error, URLError):
+        raise DownloadFailure(f"cannot connect ({getattr(reason, 'strerror', None) or reason})") from None
+    return f"cut short ({type(error).__name__})"
+
+
+def _transfer(url: str, partial: Path, file: WeightFile, listeners: tuple[Announcement, Progress]) -> None:
+    """One request: the rest of the file after what `partial` holds, or all of it if the server ignores the range."""
+    held = _size(partial)
+    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    if held:
+        headers["Range"] = f"bytes={held}-"
+    with urlopen(Request(url, headers=headers), timeout=download_timeout()) as response:
+        start = _resumed_from(response, held)
+        length = response.headers.get("Content-Length", "")
+        if length.isdigit() and start + int(length) != file.size:
+            raise DownloadFailure(f"it sends {start + int(length)} bytes where {file.size} are pinned")
+        announcement, progress = listeners
+        announcement.fetching(file.name, file.size)
+        _receive(response, partial, start, file.size, progress)
+
+
+def _resumed_from(response: http.client.HTTPResponse, held: int) -> int:
+    """Where the response's bytes start: after `held` when the range asked for is granted, else at 0."""
+    if response.status == 200:
+        return 0
+    if response.status == 206 and held and response.headers.get("Content-Range", "").startswith(f"bytes {held}-"):
+        return held
+    raise DownloadFailure(f"HTTP {response.status} with a range it was not asked for")
+
+
+def _receive(response: http.client.HTTPResponse, partial: Path, start: int, size: int, progress: Progress) -> None:
+    received = start
+    with open(partial, "ab" if start else "wb") as output:
+        while chunk := response.read(1 << 20):
+            received += len(chunk)
+            if received > size:
+                raise DownloadFailure(f"it sends more than the {size} bytes pinned")
+            output.write(chunk)
+            progress.advance(received)
+
+
+# Archives
+
+def _unpacked(info: ModelInfo, file: WeightFile, announcement: Announcement) -> Path:
+    """The archive's unpacked folder, checked against its manifest; downloaded and unpacked if absent."""
+    folder, manifest_path = _folder(file) / _unpacked_name(file), _folder(file) / MANIFEST
+    manifest = _read_manifest(manifest_path)
+    if folder.is_dir() and manifest is not None:
+        if matches(folder, manifest):
+            return folder
+        _remove_unpacked(folder, manifest_path)
+        raise ModelError(f"{file.name} of model '{info.name}' in the cache was corrupt (its files changed); "
+                         "the bad files were removed, run again to re-download")
+    _remove_unpacked(folder, manifest_path)  # what a killed run left half made
+    archive = _verified_download(info, file, _folder(file) / file.name, announcement)
+    try:
+        manifest = unpack(archive, folder)
+    except HostileArchive:
+        archive.unlink(missing_ok=True)
+        raise
+    _write_manifest(manifest_path, manifest)
+    archive.unlink(missing_ok=True)
+    return folder
+
+
+def _remove_unpacked(folder: Path, manifest_path: Path) -> None:
+    with suppress(OSError):
+        manifest_path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _read_manifest(path: Path) -> Manifest | None:
+    try:
+        with open(path, "rb") as file:
+            manifest = json.loads(file.read(MAX_MANIFEST_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    valid = isinstance(manifest, dict) and all(isinstance(value, str) for value in manifest.values())
+    return manifest if valid else None
+
+
+def _write_manifest(path: Path, manifest: Manifest) -> None:
+    temporary = partial_name(path)
+    try:
+        temporary.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise ModelError(f"cannot write the model cache {path.parent}: {error.strerror or error}") from None
