@@ -146,8 +146,10 @@ def _holds_placeholder(value: Any) -> bool:
 # Bags of packages: a catalogue model's files, or a local folder (`--repo DIR`)
 
 def catalogue_bag(files: CatalogueFiles) -> Bag:
-    """The catalogue model's packages (safetensors) mixed with the shares its entry gives."""
+    """The catalogue model's packages (safetensors) mixed with the shares its entry gives, its segment set."""
     networks = [load_safetensors(file.path) for file in files.files]
+    if files.info.segment is not None:
+        apply_bag_segment(networks, bounded_fraction(str(files.info.segment)))
     return mixed_bag(files.info.name, networks, [file.entry.shares for file in files.files], files.identity)
 
 
