@@ -35,6 +35,7 @@ class WeightFile:
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
     shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
+    size: int | None = None  # bytes to download, as published (None where no public page gives it)
 
     @property
     def signature(self) -> str:
@@ -75,6 +76,19 @@ class ModelInfo:
         """How `stemsplit models` names what it is: its family, or the models it ensembles."""
         return f"ensemble of {' + '.join(part.model for part in self.parts)}" if self.is_ensemble \
             else f"family {self.family}"
+
+    @property
+    def weight_files(self) -> frozenset[WeightFile]:
+        """Every file the model downloads: its own, or for an ensemble its parts' (each part's all)."""
+        if not self.is_ensemble:
+            return frozenset(self.files)
+        return frozenset().union(*(find_model(part.model).weight_files for part in self.parts))
+
+    @property
+    def download_size(self) -> int | None:
+        """Bytes of its files, or None where a file's size is not published."""
+        sizes = [file.size for file in self.weight_files]
+        return None if None in sizes else sum(sizes)
 
     @property
     def pinning(self) -> str:
@@ -157,4 +171,6 @@ def _network_model_problem(info: ModelInfo) -> str | None:
                 return f"{file.name}: SHA-256 values must be 64 lowercase hex digits"
         if file.shares is not None and len(file.shares) != len(info.stems):
             return f"{file.name}: needs one share per stem"
+        if file.size is not None and (type(file.size) is not int or file.size <= 0):
+            return f"{file.name}: size must be a positive whole number of bytes"
     return None
