@@ -21,7 +21,7 @@ def test_wheel_is_named_for_pypi_and_keeps_the_command_and_package(tmp_path):
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["name"] == NAME
     source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source)
     shutil.copytree(ROOT / "stemsplit", source / "stemsplit", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -32,7 +32,10 @@ def test_wheel_is_named_for_pypi_and_keeps_the_command_and_package(tmp_path):
         files = set(wheel.namelist())
         metadata = wheel.read("stemsplit_cli-0.1.0.dist-info/METADATA").decode()
         entry_points = wheel.read("stemsplit_cli-0.1.0.dist-info/entry_points.txt").decode()
+        licence = wheel.read("stemsplit_cli-0.1.0.dist-info/licenses/LICENSE").decode()
     assert f"\nName: {NAME}\n" in metadata
+    assert "\nLicense-Expression: MIT\n" in metadata and "\nLicense-File: LICENSE\n" in metadata
+    assert licence == (ROOT / "LICENSE").read_text() and licence.startswith("MIT License\n")
     assert "[console_scripts]\nstemsplit = stemsplit.cli:main\n" in entry_points
     assert {"stemsplit/__init__.py", "stemsplit/cli.py", "stemsplit/stemfile.py", "stemsplit/models.toml",
             "stemsplit/networks/htdemucs.py", "stemsplit/networks/roformer.py", "stemsplit/networks/spleeter.py",
