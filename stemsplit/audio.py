@@ -31,12 +31,6 @@ import torch.nn.functional as F
 from .errors import FfmpegError, InputError, OutputError
 from .files import output_error, publishing, temporary_prefix
 
-# Extensions picked up when a folder is given. Video containers are left out on purpose:
-# they can still be separated when named explicitly.
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif",
-    ".aiff", ".aifc", ".alac", ".ape", ".wv", ".mka", ".webm", ".ac3", ".mp2", ".caf", ".au",
-})
 # Output formats and the bit depths each accepts; lossy formats take none (bit_depth is ignored).
 FORMATS: dict[str, tuple[int, ...]] = {"wav": (16, 24, 32), "flac": (16, 24), "mp3": (), "ogg": (), "m4a": ()}
 CLIP_MODES = ("rescale", "clamp", "none")

@@ -16,6 +16,12 @@ from pathlib import Path
 from .errors import SettingsError
 from .files import sha256_of
 
+# Extensions picked up when a folder is given. Video containers are left out on purpose:
+# they can still be separated when named explicitly.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".wma", ".aif",
+    ".aiff", ".aifc", ".alac", ".ape", ".wv", ".mka", ".webm", ".ac3", ".mp2", ".caf", ".au",
+})
 RECORD_SUFFIX = ".stemsplit.json"  # the record sits beside the first stem: `.vocals.wav.stemsplit.json`
 NAME_MAX = 255  # bytes in one path component on common file systems
 
@@ -92,6 +98,15 @@ def already_done(input_name: str, model: str, settings: Mapping[str, object], pa
 
 # Inputs
 
+def unreadable(path: Path) -> str | None:
+    """Why a named input file cannot be read, found before any model is loaded; None if it can be."""
+    if not path.exists():
+        return "no such file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
 @dataclass(frozen=True)
 class Inputs:
     """The inputs found, in order, and those refused with why (a refused input fails on its own)."""
@@ -132,6 +147,8 @@ def find_inputs(items: Sequence[str], out: Path | None, extensions: frozenset[st
             names += audio
             if not audio:
                 found_none(item, "holds no audio outside the output folder" if out else "holds no audio files")
+        elif item != "-" and (why := unreadable(path)):
+            found_none(item, why)
         else:
             names.append(item)
     unique = list(dict.fromkeys(names))

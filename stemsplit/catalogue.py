@@ -38,7 +38,7 @@ class WeightFile:
     name: str
     sha256: str | None = None
     urls: tuple[str, ...] = ()
-    size: int | None = None  # bytes, for URL files
+    size: int | None = None  # bytes to download: required for URL files, published where known for the Hub's
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
     shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
@@ -90,6 +90,19 @@ class ModelInfo:
             return f"ensemble of {' + '.join(part.model for part in self.parts)}"
         names = self.network_families
         return f"family {names[0]}" if len(names) == 1 else f"families {' + '.join(names)}"
+
+    @property
+    def weight_files(self) -> frozenset[WeightFile]:
+        """Every file the model downloads: its own, or for an ensemble its parts' (each part's all)."""
+        if not self.is_ensemble:
+            return frozenset(self.files)
+        return frozenset().union(*(find_model(part.model).weight_files for part in self.parts))
+
+    @property
+    def download_size(self) -> int | None:
+        """Bytes of its files, or None where a file's size is not published."""
+        sizes = [file.size for file in self.weight_files]
+        return None if None in sizes else sum(sizes)
 
     @property
     def pinning(self) -> str:
@@ -199,6 +212,8 @@ def _file_problem(file: WeightFile, stems: int) -> str | None:
             return "SHA-256 values must be 64 lowercase hex digits"
     if file.shares is not None and len(file.shares) != stems:
         return "needs one share per stem"
+    if file.size is not None and (type(file.size) is not int or file.size <= 0):
+        return "size must be a positive whole number of bytes"
     return _url_file_problem(file) if file.urls else None
 
 

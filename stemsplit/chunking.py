@@ -28,11 +28,10 @@ from typing import Callable, Protocol
 
 import torch
 
+from .limits import MAX_OVERLAP
+
 MAX_SHIFT_SECONDS = 0.5  # the reference's random time shifts are up to half a second
 DEFAULT_OVERLAP = 0.25
-# Every chunk costs a whole network call however short it is, and an overlap of x runs each sample
-# 1 / (1 - x) times: bounds that keep a run within about 10 times its default cost.
-MAX_OVERLAP = 0.9
 MIN_SEGMENT_FRACTION = 0.125  # of the network's own segment
 
 

@@ -18,10 +18,12 @@ import click
 from . import __version__
 from .errors import OutputError, SettingsError, StemsplitError
 from .files import temporary_prefix
+from .limits import MAX_OVERLAP, MAX_SHIFTS
 from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
     from .bag import Bag
+    from .batch import Inputs
     from .separation import Decided
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_CLOSED_PIPE = 0, 1, 2, 130, 143, 141
@@ -36,9 +38,23 @@ class DefaultCommandGroup(click.Group):
     """`stemsplit song.mp3` runs `separate`; `stemsplit models` runs `models`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if not args or args[0] not in (*self.commands, "--version"):
+        if not args or args[0] not in (*self.commands, "--version", *ctx.help_option_names):
             args = ["separate", *args]
         return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[separate] [OPTIONS] INPUTS...")
+        formatter.write_usage(ctx.command_path, "models | download NAME... | --version | --help", "   or: ")
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """After the commands, the options of the default one, which most runs use."""
+        separate_command = self.commands["separate"]
+        separate_ctx = click.Context(separate_command, info_name="separate", parent=ctx)
+        records = [record for param in separate_command.get_params(separate_ctx)
+                   if isinstance(param, click.Option) and param.name != "help"
+                   and (record := param.get_help_record(separate_ctx))]
+        with formatter.section("Options of `stemsplit [separate] INPUTS...`"):
+            formatter.write_dl(records)
 
     def main(self, *args, **kwargs):
         """click's own run, with its errors given as `error: ...` lines and Ctrl-C at any point as exit 130."""
@@ -61,7 +77,11 @@ class DefaultCommandGroup(click.Group):
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="stemsplit")
 def main() -> None:
-    """Split songs into stems (vocals, drums, bass, other) with HT Demucs."""
+    """Split songs into stems (vocals, drums, bass, other).
+
+    `stemsplit song.mp3` separates (the `separate` command is the default); `stemsplit models` lists
+    the models with their download sizes; `stemsplit download NAME...` fetches models for offline use.
+    """
 
 
 def parse_shard(value: str | None) -> tuple[int, int]:
@@ -248,10 +268,15 @@ def model_folder(request: Request, bag: Bag) -> Iterator[Path]:
         yield Path(folder)
 
 
-def run(console: Console, request: Request, options: Options, model: ModelChoice) -> int:
-    from .audio import AUDIO_EXTENSIONS, find_ffmpeg
-    from .batch import find_inputs
-    from .runner import plan_outputs, separate_planned, shard_of
+class InputsRefused(Exception):
+    """Every input of this run was refused before any model was needed; each one was reported."""
+
+
+def checked_inputs(console: Console, request: Request) -> Inputs:
+    """This run's inputs, found before torch is imported or a model loaded or downloaded: where none of
+    them can be separated (missing, unreadable, no audio), each is reported and InputsRefused raised."""
+    from .batch import AUDIO_EXTENSIONS, find_inputs
+    from .runner import shard_of
 
     inputs = find_inputs(request.inputs, None if request.to_stdout else request.out, AUDIO_EXTENSIONS)
     files = shard_of(inputs.names, request.shard)
@@ -259,6 +284,22 @@ def run(console: Console, request: Request, options: Options, model: ModelChoice
         raise click.UsageError("no audio files to separate (check the inputs and --shard)")
     if request.to_stdout and len(files) != 1:
         raise click.UsageError("--stdout takes exactly one input")
+    if any(name not in inputs.refusals for name in files):
+        return inputs
+    results = [Result(name, "failed", error=inputs.refusals[name]) for name in files]
+    for result in results:
+        console.error(result.error or "")
+        console.result(result)
+    if len(results) > 1:
+        console.summary(results)
+    raise InputsRefused()
+
+
+def run(console: Console, request: Request, inputs: Inputs, options: Options, model: ModelChoice) -> int:
+    from .audio import find_ffmpeg
+    from .runner import plan_outputs, separate_planned, shard_of
+
+    files = shard_of(inputs.names, request.shard)
     ffmpeg_path, ffmpeg_origin = find_ffmpeg()
     console.detail(f"ffmpeg: {ffmpeg_path} ({ffmpeg_origin})")
     bag, names = load_for_run(console, options, model, request.names_wanted, request.to_stdout)
@@ -281,7 +322,7 @@ def raise_terminated(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-@main.command()
+@main.command(short_help="Separate songs into stems (the default command).")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-n", "--model", "model_name", metavar="NAME", help="Model from `stemsplit models` [default: htdemucs].")
 @click.option("--repo", type=click.Path(file_okay=False, path_type=Path),
@@ -297,10 +338,10 @@ def raise_terminated(signum: int, frame: object) -> None:
               help="Path of each stem under OUT/MODEL; fields {track} {track_ext} {stem} {ext} {model}.")
 @click.option("-d", "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
-@click.option("--shifts", type=click.IntRange(min=0), default=0, show_default=True,
-              help="HT Demucs models: average this many randomly time-shifted passes, at most 20 (each one a "
-              "whole pass: slower, slightly better).")
-@click.option("--overlap", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--shifts", type=click.IntRange(0, MAX_SHIFTS), default=0, show_default=True,
+              help=f"HT Demucs models: average this many randomly time-shifted passes, at most {MAX_SHIFTS} (each "
+              "one a whole pass: slower, slightly better).")
+@click.option("--overlap", type=click.FloatRange(0, MAX_OVERLAP),
               help="Overlap between segments of HT Demucs models [default: 0.25]; RoFormers overlap as "
               "their configuration says.")
 @click.option("--segment", type=click.FloatRange(0, min_open=True), help="Segment length in seconds.")
@@ -355,19 +396,22 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
+        model = ModelChoice(model_name, repo, checkpoint, config)
+        model.check()
+        if to_stdout or as_json:
+            binary_stdout()  # before any work, where its result could not be written
+        request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, to_stdout)
+        found = checked_inputs(console, request)
         from .audio import Encoding
         from .separation import Settings  # imports torch: seconds in which a Ctrl-C must be handled too
 
         settings = Settings(shifts=shifts, overlap=overlap, segment=segment, batch_size=batch_size,
                             precision=precision)
-        model = ModelChoice(model_name, repo, checkpoint, config)
-        model.check()
-        if to_stdout or as_json:
-            binary_stdout()  # before any work, where its result could not be written
         encoding = Encoding(format=audio_format, bit_depth=int(bit_depth), clip_mode=clip_mode, stem_codec=stem_codec)
         options = Options(decide_settings(console, settings, device), encoding, jobs, other_method)
-        request = Request(inputs, out, filename, (stems, two_stems), parse_shard(shard), skip_existing, to_stdout)
-        code = run(console, request, options, model)
+        code = run(console, request, found, options, model)
+    except InputsRefused:
+        code = EXIT_FAILED
     except SettingsError as exc:
         raise usage_error(exc) from None
     except StemsplitError as exc:
@@ -384,9 +428,16 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     sys.exit(code)
 
 
-@main.command()
+def download_size(size: int | None) -> str:
+    if size is None:
+        return "size not published"
+    return f"about {size / 1e6:.{0 if size >= 10e6 else 1}f} MB"
+
+
+@main.command(short_help="List the models: stems, licence, download size, cached or not.")
 def models() -> None:
-    """List the models in the catalogue: family, stems, licence, pinning and whether they are downloaded."""
+    """List the models in the catalogue: family, stems, licence, pinning, download size and whether they
+    are downloaded (cached)."""
     from .catalogue import default_model, read_catalogue
     from .registry import is_cached
 
@@ -396,7 +447,7 @@ def models() -> None:
         for name, info in read_catalogue().items():
             lines += [f"{name} (default)" if name == default else name,
                       f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; "
-                      f"cached {'yes' if is_cached(info) else 'no'}",
+                      f"download {download_size(info.download_size)}; cached {'yes' if is_cached(info) else 'no'}",
                       f"  stems: {', '.join(info.stems)}",
                       f"  {info.description}"]
         write_stdout(io.BytesIO("".join(f"{line}\n" for line in lines).encode()))
@@ -406,3 +457,36 @@ def models() -> None:
     except ClosedPipe:
         sys.exit(EXIT_CLOSED_PIPE)
 
+
+
+@main.command(short_help="Download models for later offline use.")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
+def download(names: tuple[str, ...], quiet: bool) -> None:
+    """Download models of `stemsplit models` into the Hugging Face cache and check them, so that later runs
+    work offline (HF_HUB_OFFLINE=1, or a machine the cache folder is copied to)."""
+    from .hub import hub_cache
+    from .sources import url_cache
+
+    console = Console(quiet, verbose=False)
+    codes = [download_one(console, name) for name in dict.fromkeys(names)]
+    if not any(codes):
+        console.info(f"cache: {hub_cache()} (HF_HOME moves it); files from URLs: {url_cache()} (STEMSPLIT_CACHE)")
+    sys.exit(max(codes))
+
+
+def download_one(console: Console, name: str) -> int:
+    """Fetch and check one model (its networks are loaded once, as a run would): its exit code."""
+    from .catalogue import find_model
+    from .registry import download_bag, is_cached
+
+    try:
+        info = find_model(name)
+        was_cached = is_cached(info)
+        download_bag(info, console.info)
+    except StemsplitError as exc:
+        console.error(str(exc))
+        return exc.exit_code
+    state = "already downloaded" if was_cached else "downloaded"
+    console.info(f"{name}: {state} and checked ({download_size(info.download_size)})")
+    return EXIT_OK

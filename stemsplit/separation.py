@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .bag import Bag, Network
 from .chunking import Chunk
 from .errors import InputError, SettingsError
+from .limits import MAX_SHIFTS
 from .precision import Choice, autocast, choose
 
 MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
@@ -35,9 +36,6 @@ class Settings:
     segment: float | None = None  # None: the length each network was made for
     batch_size: int = 1
     precision: str = "float32"  # or "auto" / "bfloat16" / "float16": faster where native (see precision.py)
-
-
-MAX_SHIFTS = 20  # each shift is a whole pass, held in memory alongside the others
 
 
 @dataclass(frozen=True)

@@ -303,7 +303,9 @@ def test_other_rates_come_back_at_their_own_rate_and_length(tmp_path, rate, subt
     assert sdr(written[:, away], original[:, away]) > (45 if subtype == "PCM_16" else 60)
 
 
-@pytest.mark.parametrize("track", SHARED_TRACKS, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("track", SHARED_TRACKS or [pytest.param(None, marks=pytest.mark.skip(
+    reason=f"no real clips: {SHARED / 'audio'} (../shared/audio) is absent or holds no */mixture.flac"))],
+    ids=lambda p: p.parent.name if p else "no-shared-clips")
 def test_shared_mp3_decodes_to_the_flac_length_and_aligned(track):
     flac, flac_info = load_audio(track)
     mp3, mp3_info = load_audio(track.with_suffix(".mp3"))

@@ -153,10 +153,13 @@ def test_models_lists_the_catalogue_without_network(tmp_path):
         f"{name} (default)" if name == "htdemucs" else name for name in catalogue]
     for name, info in catalogue.items():
         at = lines.index(f"{name} (default)" if name == "htdemucs" else name)
-        assert lines[at + 1] == f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; cached no"
+        assert lines[at + 1].startswith(f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; download ")
+        assert lines[at + 1].endswith("; cached no")
         assert lines[at + 2] == f"  stems: {', '.join(info.stems)}"
-    assert "  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; cached no" in lines
-    assert "  ensemble of mel_band_roformer_kim + htdemucs_ft; licence those of its parts; pinned sha256; cached no" in lines
+    assert ("  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; download size not "
+            "published; cached no") in lines
+    assert ("  ensemble of mel_band_roformer_kim + htdemucs_ft; licence those of its parts; pinned sha256; "
+            "download size not published; cached no") in lines
 
 
 def test_help_names_the_options():
