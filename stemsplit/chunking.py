@@ -15,6 +15,9 @@ its implementation means cutting the song the same way:
 - `FrameSegments` (Spleeter): the song's STFT frames taken T at a time, no overlap between
   segments; each segment's audio is read with the frame tails it shares with its neighbours
   and the overlapping outputs are added, not blended, as one inverse STFT of the whole song adds them.
+- `PaddedChunks` (MDX23C): chunks at a stride of length // num_overlap, the first starting a chunk
+  less a stride before the song and the last running into silence after it; outputs are added and
+  divided by num_overlap; songs under 10 seconds go in chunks of 256 STFT frames.
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -212,3 +215,40 @@ class FrameSegments:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; Spleeter models cut the song "
                                  "into segments of their own length")
+
+
+SHORT_SONG_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class PaddedChunks:
+    """MDX23C's procedure (audio-separator's MDXC `demix`): the song with `chunk_size - step` samples of
+    silence in front and enough behind to end on a whole step, cut into every chunk at that step; the
+    summed outputs divided by `num_overlap` (not by how many chunks cover a sample, which differs where
+    `chunk_size` is no multiple of `num_overlap`). Songs shorter than 10 seconds use `short_chunk_size`."""
+
+    chunk_size: int
+    short_chunk_size: int
+    num_overlap: int
+    normalised = False
+    summed = True
+
+    def chunk_length(self, length: int, samplerate: int) -> int:
+        return self.short_chunk_size if length < SHORT_SONG_SECONDS * samplerate else self.chunk_size
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        size = self.chunk_length(length, samplerate)
+        step = size // self.num_overlap
+        behind = step - (length - size) % step
+        padded = (size - step) + length + behind + (size - step)
+        starts = [index * step - (size - step) for index in range((padded - size) // step + 1)]
+        return [[Chunk(start, size, start, size) for start in starts]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        return torch.full((max(self.chunk_size, self.short_chunk_size),), 1 / self.num_overlap)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        for name in ("shifts", "overlap", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; this model overlaps "
+                                 f"{self.num_overlap} chunks as its configuration says")

@@ -19,6 +19,7 @@ TABLE = {
     "bs_roformer": "roformer",
     "mel_band_roformer": "roformer",
     "spleeter": "spleeter",
+    "mdx23c": "mdxc",
 }
 
 
