@@ -18,6 +18,9 @@ its implementation means cutting the song the same way:
 - `PaddedChunks` (MDX23C): chunks at a stride of length // num_overlap, the first starting a chunk
   less a stride before the song and the last running into silence after it; outputs are added and
   divided by num_overlap; songs under 10 seconds go in chunks of 256 STFT frames.
+- `TrimmedChunks` (MDX-Net): the song after half an FFT of silence, chunks at a stride of
+  (1 - overlap) * length, each blended with a Hann window of its own length (a last, shorter
+  chunk gets a shorter window).
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
 MAX_SHIFT_SECONDS = 0.5  # the reference's random time shifts are up to half a second
@@ -252,3 +256,49 @@ class PaddedChunks:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; this model overlaps "
                                  f"{self.num_overlap} chunks as its configuration says")
+
+
+class HannWindows:
+    """numpy's (symmetric) Hann window of every length: `windows[:n]` is the window of an n-sample chunk,
+    for procedures whose shorter chunks are blended with a whole window of their own length."""
+
+    def __getitem__(self, lengths: slice) -> torch.Tensor:
+        return torch.from_numpy(np.hanning(lengths.stop)).float()
+
+
+@dataclass(frozen=True)
+class TrimmedChunks:
+    """MDX-Net's procedure (audio-separator's MDXSeparator `demix`): the song with `trim` samples of silence in
+    front and, behind, enough to end on a whole `chunk_size - 2 * trim`; chunks of `chunk_size` at a stride of
+    (1 - overlap) * chunk_size, the last ones cut at that end (and read on in silence), each blended with a Hann
+    window of its own length (none at overlap 0). Chunks starting after the song change none of it."""
+
+    chunk_size: int
+    trim: int
+    normalised = False
+    summed = False
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        generated = self.chunk_size - 2 * self.trim
+        padded = self.trim + length + generated + self.trim - length % generated
+        starts = range(0, padded, self._stride(settings))
+        return [[Chunk(start - self.trim, min(self.chunk_size, padded - start), start - self.trim, self.chunk_size)
+                 for start in starts if start - self.trim < length]]
+
+    def _stride(self, settings: ChunkSettings) -> int:
+        return int((1 - self._overlap(settings)) * self.chunk_size)
+
+    @staticmethod
+    def _overlap(settings: ChunkSettings) -> float:
+        return DEFAULT_OVERLAP if settings.overlap is None else settings.overlap
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor | HannWindows:
+        return HannWindows() if self._overlap(settings) else torch.ones(self.chunk_size)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        if settings.overlap is not None and not 0 <= settings.overlap <= MAX_OVERLAP:
+            raise ValueError(f"overlap must be from 0 to {MAX_OVERLAP}, got {settings.overlap:g}")
+        for name in ("shifts", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; MDX-Net models run chunks of "
+                                 "the frames their ONNX file takes")

@@ -20,6 +20,7 @@ TABLE = {
     "mel_band_roformer": "roformer",
     "spleeter": "spleeter",
     "mdx23c": "mdxc",
+    "mdx_net": "mdxnet",
 }
 
 

@@ -178,13 +178,7 @@ class TfcTdfNet(nn.Module):
         return x
 
     def spectrogram(self, mix: Tensor) -> Tensor:
-        """(batch, channels, samples) -> (batch, channels * [real, imaginary], dim_f, frames)."""
-        batch, channels, samples = mix.shape
-        config = self.config
-        spectrum = torch.stft(mix.reshape(batch * channels, samples), config.n_fft, config.hop_length,
-                              window=self.window, center=True, return_complex=True)
-        spectrum = torch.view_as_real(spectrum[:, :config.dim_f]).permute(0, 3, 1, 2)
-        return spectrum.reshape(batch, channels * 2, config.dim_f, -1)
+        return stacked_stft(mix, self.config.n_fft, self.config.hop_length, self.config.dim_f, self.window)
 
     def subbands(self, spectrum: Tensor) -> Tensor:
         """Each channel's bins cut into `num_subbands` bands, stacked as channels (channel-major)."""
@@ -198,12 +192,25 @@ class TfcTdfNet(nn.Module):
         return stems.reshape(batch, config.num_stems, config.audio_channels * 2, bins * config.num_subbands, frames)
 
     def audio(self, stems: Tensor) -> Tensor:
-        """Spectrograms (the bins above dim_f zero) back to audio, without a length: hop * (frames - 1) samples."""
-        batch, num_stems, parts, bins, frames = stems.shape
-        config = self.config
-        stems = stems.reshape(-1, 2, bins, frames).permute(0, 2, 3, 1).contiguous()
-        padded = torch.zeros(stems.shape[0], config.n_fft // 2 + 1, frames, 2, dtype=stems.dtype, device=stems.device)
-        padded[:, :bins] = stems
-        audio = torch.istft(torch.view_as_complex(padded), config.n_fft, config.hop_length, window=self.window,
-                            center=True)
-        return audio.reshape(batch, num_stems, parts // 2, -1)
+        return stacked_istft(stems, self.config.n_fft, self.config.hop_length, self.window)
+
+
+def stacked_stft(mix: Tensor, n_fft: int, hop_length: int, bins: int, window: Tensor) -> Tensor:
+    """(batch, channels, samples) -> (batch, channels * [real, imaginary], bins, frames): the lowest `bins`
+    of a centred STFT, each channel's real and imaginary parts as two channels."""
+    batch, channels, samples = mix.shape
+    spectrum = torch.stft(mix.reshape(batch * channels, samples), n_fft, hop_length, window=window, center=True,
+                          return_complex=True)
+    spectrum = torch.view_as_real(spectrum[:, :bins]).permute(0, 3, 1, 2)
+    return spectrum.reshape(batch, channels * 2, bins, -1)
+
+
+def stacked_istft(spectrum: Tensor, n_fft: int, hop_length: int, window: Tensor) -> Tensor:
+    """(..., channels * [real, imaginary], bins, frames) -> (..., channels, hop * (frames - 1)): the bins
+    above `bins` zero, inverted without a length."""
+    *leading, parts, bins, frames = spectrum.shape
+    spectrum = spectrum.reshape(-1, 2, bins, frames).permute(0, 2, 3, 1).contiguous()
+    padded = spectrum.new_zeros(spectrum.shape[0], n_fft // 2 + 1, frames, 2)
+    padded[:, :bins] = spectrum
+    audio = torch.istft(torch.view_as_complex(padded), n_fft, hop_length, window=window, center=True)
+    return audio.reshape(*leading, parts // 2, -1)
