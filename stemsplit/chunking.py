@@ -15,6 +15,12 @@ its implementation means cutting the song the same way:
 - `FrameSegments` (Spleeter): the song's STFT frames taken T at a time, no overlap between
   segments; each segment's audio is read with the frame tails it shares with its neighbours
   and the overlapping outputs are added, not blended, as one inverse STFT of the whole song adds them.
+- `PaddedChunks` (MDX23C): chunks at a stride of length // num_overlap, the first starting a chunk
+  less a stride before the song and the last running into silence after it; outputs are added and
+  divided by num_overlap; songs under 10 seconds go in chunks of 256 STFT frames.
+- `TrimmedChunks` (MDX-Net): the song after half an FFT of silence, chunks at a stride of
+  (1 - overlap) * length, each blended with a Hann window of its own length (a last, shorter
+  chunk gets a shorter window).
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Protocol
 
+import numpy as np
 import torch
 
 from .limits import MAX_OVERLAP
@@ -211,3 +218,86 @@ class FrameSegments:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; Spleeter models cut the song "
                                  "into segments of their own length")
+
+
+SHORT_SONG_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class PaddedChunks:
+    """MDX23C's procedure (audio-separator's MDXC `demix`): the song with `chunk_size - step` samples of
+    silence in front and enough behind to end on a whole step, cut into every chunk at that step; the
+    summed outputs divided by `num_overlap` (not by how many chunks cover a sample, which differs where
+    `chunk_size` is no multiple of `num_overlap`). Songs shorter than 10 seconds use `short_chunk_size`."""
+
+    chunk_size: int
+    short_chunk_size: int
+    num_overlap: int
+    normalised = False
+    summed = True
+
+    def chunk_length(self, length: int, samplerate: int) -> int:
+        return self.short_chunk_size if length < SHORT_SONG_SECONDS * samplerate else self.chunk_size
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        size = self.chunk_length(length, samplerate)
+        step = size // self.num_overlap
+        behind = step - (length - size) % step
+        padded = (size - step) + length + behind + (size - step)
+        starts = [index * step - (size - step) for index in range((padded - size) // step + 1)]
+        return [[Chunk(start, size, start, size) for start in starts]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        return torch.full((max(self.chunk_size, self.short_chunk_size),), 1 / self.num_overlap)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        for name in ("shifts", "overlap", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; this model overlaps "
+                                 f"{self.num_overlap} chunks as its configuration says")
+
+
+class HannWindows:
+    """numpy's (symmetric) Hann window of every length: `windows[:n]` is the window of an n-sample chunk,
+    for procedures whose shorter chunks are blended with a whole window of their own length."""
+
+    def __getitem__(self, lengths: slice) -> torch.Tensor:
+        return torch.from_numpy(np.hanning(lengths.stop)).float()
+
+
+@dataclass(frozen=True)
+class TrimmedChunks:
+    """MDX-Net's procedure (audio-separator's MDXSeparator `demix`): the song with `trim` samples of silence in
+    front and, behind, enough to end on a whole `chunk_size - 2 * trim`; chunks of `chunk_size` at a stride of
+    (1 - overlap) * chunk_size, the last ones cut at that end (and read on in silence), each blended with a Hann
+    window of its own length (none at overlap 0). Chunks starting after the song change none of it."""
+
+    chunk_size: int
+    trim: int
+    normalised = False
+    summed = False
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        generated = self.chunk_size - 2 * self.trim
+        padded = self.trim + length + generated + self.trim - length % generated
+        starts = range(0, padded, self._stride(settings))
+        return [[Chunk(start - self.trim, min(self.chunk_size, padded - start), start - self.trim, self.chunk_size)
+                 for start in starts if start - self.trim < length]]
+
+    def _stride(self, settings: ChunkSettings) -> int:
+        return int((1 - self._overlap(settings)) * self.chunk_size)
+
+    @staticmethod
+    def _overlap(settings: ChunkSettings) -> float:
+        return DEFAULT_OVERLAP if settings.overlap is None else settings.overlap
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor | HannWindows:
+        return HannWindows() if self._overlap(settings) else torch.ones(self.chunk_size)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        if settings.overlap is not None and not 0 <= settings.overlap <= MAX_OVERLAP:
+            raise ValueError(f"overlap must be from 0 to {MAX_OVERLAP}, got {settings.overlap:g}")
+        for name in ("shifts", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; MDX-Net models run chunks of "
+                                 "the frames their ONNX file takes")

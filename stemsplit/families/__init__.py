@@ -19,6 +19,8 @@ TABLE = {
     "bs_roformer": "roformer",
     "mel_band_roformer": "roformer",
     "spleeter": "spleeter",
+    "mdx23c": "mdxc",
+    "mdx_net": "mdxnet",
 }
 
 
