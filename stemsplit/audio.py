@@ -598,7 +598,7 @@ def _encode_ffmpeg(blocks: Iterable[np.ndarray], temporary: Path, path: Path, en
     # Tags go through an ffmetadata file: on the command line a long one would exceed the system's limit.
     with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
         metadata = Path(folder) / "metadata.txt"
-        metadata.write_text(_ffmetadata(encoding.tags), encoding="utf-8")
+        metadata.write_text(ffmetadata(encoding.tags), encoding="utf-8")
         command = [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error",
                    "-f", "f32le", "-ar", str(encoding.rate), "-ac", str(encoding.channels), "-i", "pipe:",
                    "-f", "ffmetadata", "-i", f"file:{metadata}", "-map", "0:a", "-map_metadata", "1",
@@ -625,7 +625,7 @@ def _pipe_to_ffmpeg(command: list[str], blocks: Iterable[np.ndarray], path: Path
             raise OutputError(f"cannot write {path}: {ffmpeg_reason(log.read())}")
 
 
-def _ffmetadata(tags: Mapping[str, str]) -> str:
+def ffmetadata(tags: Mapping[str, str]) -> str:
     """`tags` in ffmpeg's ffmetadata form, with `=`, `;`, `#`, `\\` and newlines escaped."""
     escaped = {key: re.sub(r"([=;#\\\n])", r"\\\1", value) for key, value in tags.items()}
     return ";FFMETADATA1\n" + "".join(f"{key}={value}\n" for key, value in escaped.items())

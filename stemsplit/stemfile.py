@@ -18,10 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ffmpeg
 import torch
 
-from .audio import Encoding, ffmpeg_command, ffmpeg_reason, open_stem_writers, run_cancellable
+from .audio import Encoding, ffmetadata, ffmpeg_reason, find_ffmpeg, open_stem_writers, run_cancellable
 from .errors import OutputError
 from .files import output_error, publishing, temporary_prefix
 
@@ -110,21 +109,31 @@ def write_stem_file(path: Path, song: Song, blocks: Iterable[torch.Tensor], bag:
 
 def _mux(tracks: Sequence[Path], temporary: Path, path: Path, encoding: Encoding) -> None:
     """Encode the WAV `tracks` (mix first) into the stem file `temporary`; errors name the final `path`."""
-    codec = encoding.stem_codec
-    quality = {"b:a": AAC_BITRATE} if codec == "aac" else {"sample_fmt": "s16p" if encoding.bit_depth == 16 else "s32p"}
-    # Only the mix plays in players that know nothing of stems; the stems are disabled alternatives.
-    dispositions = {f"disposition:a:{index}": "default" if index == 0 else "0" for index in range(len(tracks))}
-    metadata = {f"metadata:g:{index}": f"{key}={value}" for index, (key, value) in enumerate(encoding.tags.items())}
-    inputs = [ffmpeg.input(f"file:{track}")["a"] for track in tracks]
-    command = ffmpeg_command(ffmpeg.output(*inputs, f"file:{temporary}", f="mp4", brand=MAJOR_BRAND,
-                                            acodec=codec, **quality, **dispositions, **metadata))
     try:
-        returncode, stderr = run_cancellable(command, None)
+        returncode, stderr = run_cancellable(_mux_command(tracks, temporary, encoding), None)
         if returncode:
             raise OutputError(f"cannot write {path}: {ffmpeg_reason(stderr)}")
         add_stem_box(temporary, manifest())
     except OSError as exc:
         raise output_error(path, exc) from None
+
+
+def _mux_command(tracks: Sequence[Path], temporary: Path, encoding: Encoding) -> list[str]:
+    """ffmpeg's command for `_mux`. Tags go through an ffmetadata file, an input of their own: on the
+    command line a long one would exceed the system's limit on arguments."""
+    metadata = tracks[0].parent / "metadata.txt"
+    metadata.write_text(ffmetadata(encoding.tags), encoding="utf-8")
+    inputs = [argument for track in tracks for argument in ("-i", f"file:{track}")]
+    maps = [argument for index in range(len(tracks)) for argument in ("-map", f"{index}:a")]
+    quality = (["-b:a", AAC_BITRATE] if encoding.stem_codec == "aac"
+               else ["-sample_fmt", "s16p" if encoding.bit_depth == 16 else "s32p"])
+    # Only the mix plays in players that know nothing of stems; the stems are disabled alternatives.
+    dispositions = [argument for index in range(len(tracks))
+                    for argument in (f"-disposition:a:{index}", "default" if index == 0 else "0")]
+    return [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error", *inputs,
+            "-f", "ffmetadata", "-i", f"file:{metadata}", *maps, "-map_metadata", str(len(tracks)),
+            "-f", "mp4", "-brand", MAJOR_BRAND, "-c:a", encoding.stem_codec, *quality, *dispositions,
+            "-y", f"file:{temporary}"]
 
 
 def add_stem_box(path: Path, content: bytes) -> None:

@@ -349,3 +349,22 @@ def test_a_checkpoint_copied_over_with_the_same_size_and_time_is_another_identit
     assert after != before and "weights two" in after
     assert family.LocalFiles(checkpoint, config).identity == after
     assert hashed == [checkpoint]  # the config's digest and the checkpoint's second were remembered
+
+
+# 7. A stem file's tags go through an ffmetadata file: one too long for a command line is written
+
+def test_a_stem_file_keeps_a_tag_too_long_for_a_command_line_and_the_batch_goes_on(tmp_path, fake_repo, in_process):
+    from helpers import tone
+    from stemsplit.audio import open_song
+
+    title = "=;#\\\n" + "t" * 300_000  # beyond Linux's 128 KiB limit on one argument
+    with sf.SoundFile(tmp_path / "a.flac", "w", 44100, 2) as file:
+        file.title, file.artist = title, "me"
+        file.write(tone(0.2, 44100))
+    sf.write(tmp_path / "b.wav", tone(0.2, 44100), 44100)
+    result = in_process(tmp_path / "a.flac", tmp_path / "b.wav", "-n", "tiny", "--repo", fake_repo,
+                        "-o", tmp_path / "out", "--format", "stem", tmp=tmp_path / "tmp")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "tiny" / "b.stem.mp4").is_file()
+    with open_song(tmp_path / "out" / "tiny" / "a.stem.mp4") as song:
+        assert (song.info.tags["title"], song.info.tags["artist"]) == (title, "me")
