@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .cards import Card, card_from
 from .errors import ModelError
 from .families import family_names
 
@@ -74,6 +75,7 @@ class ModelInfo:
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
+    card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
 
     @property
     def is_ensemble(self) -> bool:
@@ -165,7 +167,7 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
-                         segment=entry.get("segment"))
+                         segment=entry.get("segment"), card=card_from(entry, tuple(entry["stems"])))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
