@@ -428,6 +428,9 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     sys.exit(code)
 
 
+PINNING = {"yes": "pinned yes", "sha256": "pinned sha256", "no": "verified at first download"}
+
+
 def download_size(size: int | None) -> str:
     if size is None:
         return "size not published"
@@ -446,7 +449,7 @@ def models() -> None:
         default = default_model()
         for name, info in read_catalogue().items():
             lines += [f"{name} (default)" if name == default else name,
-                      f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; "
+                      f"  {info.kind}; licence {info.licence}; {PINNING[info.pinning]}; "
                       f"download {download_size(info.download_size)}; cached {'yes' if is_cached(info) else 'no'}",
                       f"  stems: {', '.join(info.stems)}",
                       f"  {info.description}"]

@@ -13,7 +13,7 @@ import torch
 
 from helpers import environment, load_audio, read, separate_tensor, stemsplit, tone
 from stemsplit.batch import safe_name, stem_paths
-from stemsplit.cli import pick_stems
+from stemsplit.cli import PINNING, pick_stems
 from stemsplit.registry import load_bag
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -153,7 +153,7 @@ def test_models_lists_the_catalogue_without_network(tmp_path):
         f"{name} (default)" if name == "htdemucs" else name for name in catalogue]
     for name, info in catalogue.items():
         at = lines.index(f"{name} (default)" if name == "htdemucs" else name)
-        assert lines[at + 1].startswith(f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; download ")
+        assert lines[at + 1].startswith(f"  {info.kind}; licence {info.licence}; {PINNING[info.pinning]}; download ")
         assert lines[at + 1].endswith("; cached no")
         assert lines[at + 2] == f"  stems: {', '.join(info.stems)}"
     assert ("  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; download size not "
