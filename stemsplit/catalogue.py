@@ -74,6 +74,7 @@ class ModelInfo:
     repo_type: str = "model"  # or "dataset", where a Hub dataset hosts the weights
     files: tuple[WeightFile, ...] = ()
     config: str | None = None  # a file in stemsplit/configs, for families that read one
+    params: tuple[tuple[str, Any], ...] = ()  # per-file parameters some families take from the entry (MDX-Net)
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
@@ -169,8 +170,8 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
-                         segment=entry.get("segment"))
-    except (KeyError, TypeError, ValueError) as error:
+                         segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
     if problem:
