@@ -16,7 +16,8 @@ IsCached = Callable[[ModelInfo], bool]
 PINNING = {
     "yes": "pinned: a commit and every file's SHA-256",
     "sha256": "pinned by every file's SHA-256 (the revision is a branch)",
-    "no": "checked against the SHA-256 its host publishes at first download, then against the recorded value",
+    "no": "verified at first download (against the SHA-256 the Hub publishes, or a URL file's size and SHA-256 "
+          "prefix where known), then pinned by the recorded value",
 }
 
 
