@@ -31,9 +31,9 @@ from urllib.request import Request, urlopen
 
 from . import hub
 from .archives import HostileArchive, Manifest, is_archive, matches, unpack
+from .catalogue import SHA256_PATTERN
 from .downloads import TIMEOUT_VARIABLE, Announcement, Progress, download_timeout
 from .errors import ModelError
-from .catalogue import SHA256_PATTERN
 from .files import abandoned_partial, partial_name, read_record, sha256_of, write_record
 
 if TYPE_CHECKING:
