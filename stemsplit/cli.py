@@ -430,7 +430,7 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     sys.exit(code)
 
 
-@main.command(short_help="Which model for which job: quality, cost, size, licence, provenance.")
+@main.command(short_help="Choose a model: job, quality, cost, licence.")
 @click.argument("name", required=False)
 @click.option("--job", type=click.Choice(JOBS), help="Only the models for this job.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model, for scripts.")

@@ -31,9 +31,9 @@ from urllib.request import Request, urlopen
 
 from . import hub
 from .archives import HostileArchive, Manifest, is_archive, matches, unpack
+from .catalogue import SHA256_PATTERN
 from .downloads import TIMEOUT_VARIABLE, Announcement, Progress, download_timeout
 from .errors import ModelError
-from .catalogue import SHA256_PATTERN
 from .files import abandoned_partial, partial_name, read_record, sha256_of, write_record
 
 if TYPE_CHECKING:
@@ -127,18 +127,24 @@ def _first_download(info: ModelInfo, file: WeightFile, announcement: Announcemen
     """Download the file, move it into the folder its SHA-256 names and record that SHA-256 and its size."""
     key = hashlib.sha256(file.urls[0].encode()).hexdigest()[:16]
     fetched = url_cache() / FIRST_DOWNLOADS / key / file.name
-    sha256 = _download(info, file, fetched, announcement)
-    pinned = replace(file, sha256=sha256, size=fetched.stat().st_size)
     try:
-        _folder(pinned).mkdir(exist_ok=True)
-        os.replace(fetched, _folder(pinned) / file.name)
-    except OSError as error:
-        raise ModelError(f"cannot write the model cache {url_cache()}: {error.strerror or error}") from None
-    with suppress(OSError):
-        fetched.parent.rmdir()
+        sha256 = _download(info, file, fetched, announcement)
+        pinned = replace(file, sha256=sha256, size=fetched.stat().st_size)
+        _move(fetched, _folder(pinned) / file.name)
+    finally:
+        with suppress(OSError):  # left only where a move failed; the next run downloads again
+            fetched.parent.rmdir()
     records = read_record(url_cache() / RECORD, _is_record)
     write_record(url_cache() / RECORD, {**records, file.urls[0]: {"sha256": sha256, "size": pinned.size}})
     return pinned
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.replace(source, target)
+    except OSError as error:
+        raise ModelError(f"cannot write the model cache {target.parent}: {error.strerror or error}") from None
 
 
 def _mismatch(file: WeightFile, sha256: str) -> str | None:

@@ -438,7 +438,7 @@ def test_a_prefix_mismatch_exits_3_and_leaves_no_file(cache, server, tmp_path, m
         f"downloading model 'tiny' (licence: MIT): {NAME}, {len(WEIGHTS) / 1e6:.1f} MB",
         f"error: downloading {NAME} of model 'tiny' failed: {server.url('')[7:]}: corrupt (its SHA-256 does not "
         f"begin with {wrong} as its name says), removed; check the connection and run again"]
-    assert cache_contents(cache) == []
+    assert cache_contents(cache) == [] and [path for path in cache.rglob("*")] == [cache / "first-downloads"]
 
 
 def test_a_cut_transfer_of_an_unpinned_file_resumes(cache, server):
@@ -484,3 +484,16 @@ def test_models_says_which_files_are_verified_at_first_download(cache, server, t
     assert "  verified at first download (against the SHA-256 the Hub publishes, or a URL file's size and SHA-256 " \
            "prefix where known), then pinned by the recorded value" in lines
     assert lines[-1] == "  download size not published; cached no"
+
+
+def test_an_unpinned_archive_is_recorded_unpacked_and_checked(cache, server):
+    content = tar_gz(member("2stems/model.index", b"index"))
+    sha256 = hashlib.sha256(content).hexdigest()
+    server.files["/2stems.tar.gz"] = content
+    file = WeightFile(name="2stems.tar.gz", urls=(server.url("/2stems.tar.gz"),))
+    info = replace(url_model(), files=(file,))
+    folder, recorded = fetch_file(info, file, Announcement(info, lambda message: None))
+    assert recorded == sha256 and is_cached(info)
+    assert folder == cache / sha256 / "2stems" and (folder / "2stems" / "model.index").read_bytes() == b"index"
+    assert record(cache) == {server.url("/2stems.tar.gz"): {"sha256": sha256, "size": len(content)}}
+    assert fetch_file(info, file, Announcement(info, print)) == (folder, sha256) and len(server.requests) == 1

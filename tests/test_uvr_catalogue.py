@@ -118,3 +118,38 @@ def test_the_karaoke_entry_names_its_stems_lead_and_backing():
     info = find_model("uvr_mdx_karaoke_2")
     assert info.stems == ("backing", "lead") and dict(info.params)["primary"] == "backing"
     assert "lead vocals" in info.description and "backing vocals" in info.description
+
+
+def test_the_roformer_karaoke_entry_loads_from_its_url_and_runs_as_its_local_files_do(cache, tmp_path, monkeypatch):
+    from stemsplit.families.roformer import read_config as read_roformer_config
+    from stemsplit.networks.roformer import roformer
+
+    info = find_model("mel_band_roformer_karaoke_aufr33_viperx")
+    assert info.files[0].urls[0] == RELEASE + info.files[0].name and info.pinning == "no"
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    small = configs / info.config  # the real one's stems and layout at a toy size: the real file is 913 MB
+    small.write_text("""audio: {sample_rate: 44100}
+model: {dim: 16, depth: 1, stereo: true, num_stems: 1, num_bands: 8, dim_head: 8, heads: 2,
+        time_transformer_depth: 1, freq_transformer_depth: 1, stft_hop_length: 441, flash_attn: true}
+training: {instruments: [Vocals, Instrumental], target_instrument: Vocals}
+inference: {dim_t: 101, num_overlap: 2}
+""")
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "small.ckpt"
+    torch.save({"state_dict": roformer(read_roformer_config(small).network).state_dict()}, checkpoint)
+    monkeypatch.setattr(registry, "CONFIGS", configs)
+    with FileServer() as server:
+        bag = download_bag(served(info, server, checkpoint.read_bytes()))
+    assert bag.stems == list(info.stems)
+    local = load_bag(checkpoint=checkpoint, config=small)
+    song = mix(1.5, 44100)
+    assert torch.equal(separate_tensor(bag, song), separate_tensor(local, song))
+
+
+def test_the_shipped_karaoke_config_builds_the_network_the_kim_config_does():
+    from stemsplit.families.roformer import read_config as read_roformer_config
+
+    karaoke = read_roformer_config(CONFIGS / find_model("mel_band_roformer_karaoke_aufr33_viperx").config)
+    kim = read_roformer_config(CONFIGS / find_model("mel_band_roformer_kim").config)
+    assert karaoke.network == kim.network and karaoke.sources == ("vocals",)
