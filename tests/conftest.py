@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, set before torch loads
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import signal
 import subprocess
 import tempfile
