@@ -294,10 +294,23 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, set
             p.next += 1
     inputs = torch.stack([p.read(mix, chunk) for p, chunk in jobs])
     with autocast(device, settings.precision):
-        outputs = network(inputs.to(device)).float().cpu()
+        outputs = run_network(network, inputs.to(device)).float().cpu()
     for (p, chunk), output in zip(jobs, outputs):
         p.add(chunk, output)
     return len(jobs)
+
+
+def run_network(network: Network, inputs: torch.Tensor) -> torch.Tensor:
+    """`network` on (batch, channels, samples); a mono network on each channel as a song of its own.
+
+    Each channel through the network, rather than their mid, keeps what is panned apart (the mid cancels
+    what is out of phase) and the stereo image of every stem; the residual then nulls on both channels.
+    """
+    batch, channels, samples = inputs.shape
+    if network.audio_channels == channels:
+        return network(inputs)
+    output = network(inputs.reshape(batch * channels, 1, samples))
+    return output.reshape(batch, channels, output.shape[1], output.shape[-1]).transpose(1, 2)
 
 
 def resolve_device(name: str) -> str:
