@@ -17,6 +17,7 @@ from test_mono import mono_roformer_files
 from test_spleeter import SMALL, bag_of, randomised
 from stemsplit.api import Separator
 from stemsplit.bag import Bag, single_network_bag
+from stemsplit.errors import InputError
 from stemsplit.families.mdxc import build_network, read_config
 from stemsplit.families.roformer import load_network
 from stemsplit.separation import Settings, decide
@@ -69,3 +70,16 @@ def test_the_command_separates_one_sample(tmp_path, roformer_files):
                        "--bit-depth", "32", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert {read(path)[0].shape for path in (tmp_path / "mono" / "one").glob("*.wav")} == {(2, 1)}
+
+
+def test_a_network_failure_is_the_apis_input_error(bags, monkeypatch):
+    """A RuntimeError inside a network (out of memory on a GPU, a size it cannot take) is an InputError."""
+    network = bags["spleeter"].members[0].network
+
+    def out_of_memory(mix: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+
+    monkeypatch.setattr(network, "forward", out_of_memory)
+    with pytest.raises(InputError, match=r"^separating the audio failed: CUDA out of memory\. Tried to allocate "
+                                         r"2\.00 GiB; try a shorter --segment, --batch-size 1 or -d cpu$"):
+        separate(bags["spleeter"], np.zeros((2, 100), np.float32))
