@@ -51,7 +51,7 @@ def test_each_channel_is_separated_as_the_mono_song_it_is(mono):
     network = load_network(*mono)
     assert network.audio_channels == 1
     bag = single_network_bag("mono", network, "")
-    left, right = torch.from_numpy(tone(0.7, 44100).T.copy())
+    left, right = torch.from_numpy(tone(0.3, 44100).T.copy())
     stereo = separate_tensor(bag, torch.stack([left, right]))
     assert stereo.shape == (4, 2, left.shape[0])
     torch.testing.assert_close(stereo[:, 0], separate_tensor(bag, torch.stack([left, left]))[:, 0])
