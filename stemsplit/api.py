@@ -10,12 +10,13 @@ from typing import NamedTuple, Sequence, Union
 import numpy as np
 import soundfile as sf
 
-from .audio import open_song, to_input_rate
+from .audio import open_song
 from .bag import OTHER_METHODS, Bag, output_names, pick_outputs
 from .errors import InputError, SettingsError
 from .files import temporary_prefix
 from .registry import load_bag
-from .separation import Decided, Settings, decide, resolve_device, separate_stream
+from .runner import input_failure
+from .separation import Decided, Settings, at_input_rate, decide, resolve_device, separate_stream
 
 AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
 SETTINGS = frozenset(setting.name for setting in fields(Settings))
@@ -50,12 +51,14 @@ class Separator:
         with tempfile.TemporaryDirectory(prefix=temporary_prefix()) as folder:
             path = as_file(source, Path(folder))
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
-                blocks = [pick_outputs(block, self.bag.stems, self.stems)
-                          for block in separate_stream(self.bag, song, self.decided)]
+                try:
+                    blocks = [pick_outputs(block, self.bag.stems, self.stems) for block in
+                              at_input_rate(separate_stream(self.bag, song, self.decided), self.bag, song)]
+                except RuntimeError as error:  # e.g. out of memory: that input's failure, worded as the CLI's
+                    raise InputError(input_failure(str(source) if isinstance(source, (str, Path)) else "the audio",
+                                                   error)) from error
                 info = song.info
-        channels = self.bag.audio_channels
-        stems = {name: np.concatenate(list(to_input_rate((block[index].numpy() for block in blocks), channels,
-                                                         self.bag.samplerate, info.sample_rate, info.frames)), axis=1)
+        stems = {name: np.concatenate([block[index].numpy() for block in blocks], axis=1)
                  for index, name in enumerate(self.stems)}
         return Separated(stems, info.sample_rate)
 

@@ -151,15 +151,24 @@ class Song:
     length: int
     channels: int
     file: BinaryIO = field(repr=False)
+    native: BinaryIO | None = field(default=None, repr=False)  # the same at the input's rate, where that differs
 
     def read(self, start: int, length: int) -> np.ndarray:
         """Frames `start` to `start + length` as float32 `(channels, length)`, zero where outside the song."""
-        window = np.zeros((self.channels, length), np.float32)
-        first, end = max(start, 0), min(start + length, self.length)
-        if first < end:
-            self.file.seek(first * self.channels * RAW_SAMPLE.itemsize)
-            window[:, first - start:end - start] = _read_raw(self.file, self.channels, end - first)
-        return window
+        return _read_window(self.file, self.channels, self.length, start, length)
+
+    def read_native(self, start: int, length: int) -> np.ndarray:
+        """Like `read`, at the input's own rate (`info.sample_rate`, `info.frames` long)."""
+        return _read_window(self.native or self.file, self.channels, self.info.frames, start, length)
+
+
+def _read_window(file: BinaryIO, channels: int, frames: int, start: int, length: int) -> np.ndarray:
+    window = np.zeros((channels, length), np.float32)
+    first, end = max(start, 0), min(start + length, frames)
+    if first < end:
+        file.seek(first * channels * RAW_SAMPLE.itemsize)
+        window[:, first - start:end - start] = _read_raw(file, channels, end - first)
+    return window
 
 
 @contextmanager
@@ -187,10 +196,13 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
             surround, decoded = decoded, _decode(decoded, name, work, channels=2, cancelled=cancelled)[0]
             surround.unlink()
             notices.append(f"{native_channels}-channel input downmixed to stereo")
-        with open(work / "song.f32", "w+b") as file:
+        with open(work / "song.f32", "w+b") as file, ExitStack() as native:
+            # Residuals are formed at the input's rate, from this copy (see separation.at_input_rate).
+            native_file = None if native_rate == sample_rate else native.enter_context(open(work / "native.f32",
+                                                                                            "w+b"))
             try:
                 with sf.SoundFile(decoded) as wav:
-                    length, replaced = _store_song(wav, file, sample_rate, channels, cancelled)
+                    length, replaced = _store_song(wav, (file, native_file), sample_rate, channels, cancelled)
             except OSError as exc:
                 if exc.errno in DISK_FULL:
                     raise _temporary_error(work, exc.strerror) from None
@@ -199,7 +211,7 @@ def open_song(source: str | Path, sample_rate: int = 44100, channels: int = 2,
             if replaced:
                 notices.append(f"replaced {replaced} NaN/inf samples with 0")
             info = AudioInfo(native_rate, native_channels, frames, tags, tuple(notices))
-            yield Song(info, length, channels, file)
+            yield Song(info, length, channels, file, native_file)
 
 
 def _locate(source: str | Path, work: Path) -> tuple[str, Path]:
@@ -292,9 +304,10 @@ def _temporary_error(work: Path, reason: str) -> OutputError:
     return OutputError(f"cannot write temporary files in {work.parent}: {reason}")
 
 
-def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: int,
+def _store_song(wav: sf.SoundFile, files: tuple[BinaryIO, BinaryIO | None], sample_rate: int, channels: int,
                 cancelled: threading.Event | None = None) -> tuple[int, int]:
-    """Append `wav` to `file` with NaN/inf zeroed, `channels` channels and `sample_rate`.
+    """Append `wav` to `files[0]` with NaN/inf zeroed, `channels` channels and `sample_rate`, and to
+    `files[1]` (if any) the same at its own rate.
 
     Returns the number of frames stored and the number of samples zeroed.
     """
@@ -309,11 +322,14 @@ def _store_song(wav: sf.SoundFile, file: BinaryIO, sample_rate: int, channels: i
             replaced += block.size - np.count_nonzero(finite)
             block[~finite] = 0
             block = np.repeat(block.T, 2, axis=0) if block.shape[1] == 1 else block.T
-            yield block.mean(axis=0, keepdims=True) if channels == 1 else block
+            block = block.mean(axis=0, keepdims=True) if channels == 1 else block
+            if files[1] is not None:
+                _append_raw(files[1], block)
+            yield block
 
     length = 0
     for block in resample_blocks(conformed(), wav.samplerate, sample_rate):
-        _append_raw(file, block)
+        _append_raw(files[0], block)
         length += block.shape[1]
     return length, replaced
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # listing models must not import torch
     from .chunking import Chunking
 
 OTHER_METHODS = ("add", "minus")
+STEREO = 2
 
 
 class Network(Protocol):
@@ -58,9 +59,8 @@ class Bag:
             raise ModelError(f"model '{self.name}' has no networks")
         first = self.members[0].network
         for member in self.members[1:]:
-            if (member.network.samplerate, member.network.audio_channels) != (first.samplerate,
-                                                                             first.audio_channels):
-                raise ModelError(f"the networks of model '{self.name}' disagree on sample rate or channels, "
+            if member.network.samplerate != first.samplerate:
+                raise ModelError(f"the networks of model '{self.name}' disagree on sample rate, "
                                  "so they cannot be mixed")
         for stem in self.computed_stems:
             if not any(member.shares.get(stem) for member in self.members):
@@ -76,7 +76,8 @@ class Bag:
 
     @property
     def audio_channels(self) -> int:
-        return self.members[0].network.audio_channels
+        """Stems are stereo, like the songs they come from: a mono network runs on each channel."""
+        return STEREO
 
     @property
     def families(self) -> set[str]:

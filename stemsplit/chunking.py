@@ -149,10 +149,15 @@ class FittedSegments(CentredSegments):
 
 @dataclass(frozen=True)
 class AlignedChunks:
-    """The band-split RoFormers' procedure: chunks of `chunk_size` samples, `num_overlap` per stretch."""
+    """The band-split RoFormers' procedure: chunks of `chunk_size` samples, `num_overlap` per stretch.
+
+    A song shorter than a chunk is one chunk of its own length, as audio-separator runs it, unless it is
+    shorter than `shortest` (what the network's STFT can reflect-pad): that one is read as a whole
+    chunk, the song and silence after it, as the trainer pads a short chunk."""
 
     chunk_size: int
     num_overlap: int
+    shortest: int = 1
     normalised = False
     summed = False
 
@@ -167,7 +172,8 @@ class AlignedChunks:
             if start + size >= length:
                 last = max(length - size, 0)
                 if not chunks or chunks[-1].start != last:
-                    chunks.append(Chunk(last, min(size, length), last, min(size, length)))
+                    read = size if length < self.shortest else min(size, length)
+                    chunks.append(Chunk(last, min(size, length), last, read))
                 break
             chunks.append(Chunk(start, size, start, size))
         return [chunks]

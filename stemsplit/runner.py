@@ -187,7 +187,7 @@ def separate_song(title: str, song: Song, bag: Bag, paths: dict[str, Path], opti
                   record: tuple[Path, str] | None, progress: Any) -> None:
     """Run the separation of an opened song and publish its outputs, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
-    from .separation import separate_stream
+    from .separation import at_input_rate, separate_stream
 
     names = list(paths)
     task = progress.add_task(title, total=None)
@@ -201,9 +201,9 @@ def separate_song(title: str, song: Song, bag: Bag, paths: dict[str, Path], opti
             write_stem_file(paths[STEM_FILE], song, blocks, bag, encoding, jobs=options.jobs, record=record)
         else:
             outputs = {path: replace(encoding, tags=stem_tags(song.info.tags, name)) for name, path in paths.items()}
-            with open_stem_writers(outputs, frames=song.info.frames, source_rate=bag.samplerate, jobs=options.jobs,
-                                   record=record) as writers:
-                for block in blocks:
+            with open_stem_writers(outputs, frames=song.info.frames, source_rate=song.info.sample_rate,
+                                   jobs=options.jobs, record=record) as writers:
+                for block in at_input_rate(blocks, bag, song):
                     writers.write([output.numpy() for output in pick_outputs(block, bag.stems, names)])
     finally:
         progress.remove_task(task)

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio import to_input_rate
 from .bag import Bag, Network
 from .chunking import Chunk
 from .errors import InputError, SettingsError
 from .limits import MAX_SHIFTS
 from .precision import Choice, autocast, choose
+
+if TYPE_CHECKING:
+    from .audio import Song
 
 MOMENTS_BLOCK = 1 << 20  # frames read at once when measuring a song
 Progress = Callable[[int, int], None]  # (chunks done, chunks in all)
@@ -247,6 +251,26 @@ def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass
     return stems
 
 
+def at_input_rate(blocks: Iterable[torch.Tensor], bag: Bag, song: Song) -> Iterator[torch.Tensor]:
+    """`separate_stream`'s blocks resampled to the input's rate and cut to its exact length, block by block.
+
+    A residual stem is formed anew there, the input as decoded minus the other stems resampled, so that the
+    stems sum to the input to float32 rounding: resampled at the model's rate and back, the mix loses what
+    lies above the lower rate's band, and a residual taken before the return would not null against it.
+    """
+    stems, channels = len(bag.stems), song.channels
+    flat = (block.reshape(stems * channels, -1).numpy() for block in blocks)
+    position = 0
+    for piece in to_input_rate(flat, stems * channels, bag.samplerate, song.info.sample_rate, song.info.frames):
+        block = torch.from_numpy(piece).reshape(stems, channels, -1)
+        if bag.residual is not None:
+            residual = bag.stems.index(bag.residual)
+            others = torch.cat([block[:residual], block[residual + 1:]]).sum(0)
+            block[residual] = torch.from_numpy(song.read_native(position, block.shape[-1])) - others
+        position += block.shape[-1]
+        yield block
+
+
 def check_finite(bag: Bag, stems: torch.Tensor) -> None:
     """Non-finite stems (weights of NaN, a half-precision overflow) fail this input rather than be written."""
     nan, inf = int(stems.isnan().sum()), int(stems.isinf().sum())
@@ -270,10 +294,23 @@ def run_next_batch(passes: list[list[Pass]], mix: Mix, device: torch.device, set
             p.next += 1
     inputs = torch.stack([p.read(mix, chunk) for p, chunk in jobs])
     with autocast(device, settings.precision):
-        outputs = network(inputs.to(device)).float().cpu()
+        outputs = run_network(network, inputs.to(device)).float().cpu()
     for (p, chunk), output in zip(jobs, outputs):
         p.add(chunk, output)
     return len(jobs)
+
+
+def run_network(network: Network, inputs: torch.Tensor) -> torch.Tensor:
+    """`network` on (batch, channels, samples); a mono network on each channel as a song of its own.
+
+    Each channel through the network, rather than their mid, keeps what is panned apart (the mid cancels
+    what is out of phase) and the stereo image of every stem; the residual then nulls on both channels.
+    """
+    batch, channels, samples = inputs.shape
+    if network.audio_channels == channels:
+        return network(inputs)
+    output = network(inputs.reshape(batch * channels, 1, samples))
+    return output.reshape(batch, channels, output.shape[1], output.shape[-1]).transpose(1, 2)
 
 
 def resolve_device(name: str) -> str:

@@ -189,7 +189,7 @@ def load_network(checkpoint: Path, config: Path | CheckpointConfig) -> BandRofor
             f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
     network.load_state_dict(state, strict=True)
     network.sources, network.family = list(config.sources), config.family
-    network.chunking = AlignedChunks(config.chunk_size, config.num_overlap)
+    network.chunking = AlignedChunks(config.chunk_size, config.num_overlap, config.network.stft_n_fft // 2 + 1)
     return network.float().eval()
 
 
