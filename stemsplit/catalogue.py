@@ -74,6 +74,8 @@ class ModelInfo:
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
+    seconds_per_second: float | None = None  # measured: wall seconds per second of audio on `measured_on`
+    measured_on: str | None = None  # the CPU (and song) of that measurement
 
     @property
     def is_ensemble(self) -> bool:
@@ -165,7 +167,8 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
-                         segment=entry.get("segment"))
+                         segment=entry.get("segment"), seconds_per_second=entry.get("seconds_per_second"),
+                         measured_on=entry.get("measured_on"))
     except (KeyError, TypeError, ValueError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
@@ -196,6 +199,10 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):
         return "repo_type must be model or dataset"
+    if (info.seconds_per_second is None) != (info.measured_on is None) or not (
+            info.seconds_per_second is None or (type(info.seconds_per_second) in (int, float)
+                                                and info.seconds_per_second > 0)):
+        return "seconds_per_second (a positive number) and measured_on (its CPU) go together"
     if info.segment is not None and (isinstance(info.segment, bool) or not isinstance(info.segment, (int, float))
                                      or not 0 < info.segment <= 3600):
         return "segment must be a number of seconds, up to an hour"

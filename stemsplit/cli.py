@@ -434,6 +434,12 @@ def download_size(size: int | None) -> str:
     return f"about {size / 1e6:.{0 if size >= 10e6 else 1}f} MB"
 
 
+def fastest_model(catalogue: dict) -> str | None:
+    """The model with the fewest measured seconds per second of audio, if any is measured."""
+    measured = {name: info.seconds_per_second for name, info in catalogue.items() if info.seconds_per_second}
+    return min(measured, key=measured.__getitem__) if measured else None
+
+
 @main.command(short_help="List the models: stems, licence, download size, cached or not.")
 def models() -> None:
     """List the models in the catalogue: family, stems, licence, pinning, download size and whether they
@@ -443,13 +449,17 @@ def models() -> None:
 
     try:
         lines = []
-        default = default_model()
-        for name, info in read_catalogue().items():
+        default, catalogue = default_model(), read_catalogue()
+        fastest = fastest_model(catalogue)
+        for name, info in catalogue.items():
             lines += [f"{name} (default)" if name == default else name,
                       f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; "
                       f"download {download_size(info.download_size)}; cached {'yes' if is_cached(info) else 'no'}",
                       f"  stems: {', '.join(info.stems)}",
                       f"  {info.description}"]
+            if info.seconds_per_second is not None:
+                mark = " (the fastest measured)" if name == fastest else ""
+                lines.append(f"  speed: {info.seconds_per_second:g} s per second of audio on {info.measured_on}{mark}")
         write_stdout(io.BytesIO("".join(f"{line}\n" for line in lines).encode()))
     except StemsplitError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -189,3 +189,26 @@ def test_the_spleeter_2stems_entry_downloads_unpacks_and_separates(tmp_path, mon
     for index, stem in enumerate(("vocals", "accompaniment")):
         written = read_stem(tmp_path / "out" / "spleeter_2stems" / "song" / f"{stem}.wav")
         assert relative_error(written, expected[index]) < 1e-5, stem
+
+
+def test_models_marks_the_fastest_measured_model(tmp_path, monkeypatch):
+    real = (Path(__file__).parents[1] / "models.toml").read_text()
+    measured = real.replace('[htdemucs]\n', '[htdemucs]\nseconds_per_second = 2.5\nmeasured_on = "a test CPU"\n', 1)
+    assert measured != real and read_catalogue()["spleeter_2stems"].seconds_per_second is not None
+    (tmp_path / "models.toml").write_text(measured)
+    monkeypatch.setattr("stemsplit.catalogue.CATALOGUE", tmp_path / "models.toml")
+    monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    from click.testing import CliRunner
+
+    from stemsplit.cli import main
+
+    lines = CliRunner().invoke(main, ["models"]).stdout.splitlines()
+    speeds = {lines[index - 4]: line for index, line in enumerate(lines) if line.startswith("  speed: ")}
+    info = read_catalogue()["spleeter_2stems"]
+    assert speeds["htdemucs (default)"] == "  speed: 2.5 s per second of audio on a test CPU"
+    assert speeds["spleeter_2stems"] == (f"  speed: {info.seconds_per_second:g} s per second of audio on "
+                                         f"{info.measured_on} (the fastest measured)")
+    (tmp_path / "models.toml").write_text(measured.replace('measured_on = "a test CPU"\n', ""))
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 3 and "seconds_per_second (a positive number) and measured_on" in result.stderr
