@@ -180,9 +180,8 @@ def _unet_count(state: dict[str, torch.Tensor], index: Path) -> int:
 def _tf_config(prefix: Path, instruments: int) -> SpleeterConfig:
     from ..networks.spleeter import PRESETS, SpleeterConfig
 
-    params = next((path for path in (prefix.parent / TF_PARAMS, prefix.parent.parent / TF_PARAMS) if path.is_file()),
-                  None)
-    config = PRESETS[instruments] if params is None else SpleeterConfig.from_params(_read_json(params))
+    params = prefix.parent / TF_PARAMS  # beside the checkpoint only: a folder above may hold anything
+    config = SpleeterConfig.from_params(_read_json(params)) if params.is_file() else PRESETS[instruments]
     if len(config.instruments) != instruments:
         raise ModelError(f"{params} names {len(config.instruments)} instruments, its checkpoint has {instruments}")
     return config
