@@ -5,14 +5,14 @@ environment: STEMSPLIT_SPLEETER_PYTHON (default /work/venvs/spleeter/bin/python,
 `python3.11 -m venv /work/venvs/spleeter && /work/venvs/spleeter/bin/pip install spleeter==2.4.2`).
 tests/spleeter_oracle.py runs there: it builds spleeter's graph, draws every variable at
 random, saves them as a TensorFlow checkpoint and lets spleeter's Separator separate the
-song; the variables come back in an .npz that our network loads.
+song; our network loads that checkpoint folder as `--checkpoint DIR` does (tfbundle.py, and
+the family's mapping of spleeter's layer names), and the variables' values come back in an .npz.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -22,41 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from helpers import relative_error, separate_tensor
-from stemsplit.bag import Bag, Member
+from stemsplit.families import family
+from stemsplit.family import LocalFiles
 from stemsplit.networks.spleeter import PRESETS, Spleeter, SpleeterConfig
+from stemsplit.tfbundle import TensorBundle
 
 PYTHON = Path(os.environ.get("STEMSPLIT_SPLEETER_PYTHON", "/work/venvs/spleeter/bin/python"))
 ORACLE = Path(__file__).with_name("spleeter_oracle.py")
-NAME = re.compile(r"variable/(conv2d_transpose|conv2d|batch_normalization)(?:_(\d+))?/(\w+):0$")
-BATCH_NORM = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-PER_UNET = {"conv2d": 7, "conv2d_transpose": 6, "batch_normalization": 12}  # layers of each kind per instrument
 
 pytestmark = pytest.mark.skipif(not PYTHON.is_file(), reason=f"no spleeter 2.4.2 environment at {PYTHON}")
-
-
-def our_name(kind: str, index: int) -> str:
-    """Keras numbers each kind of layer in creation order, instrument after instrument."""
-    unet, layer = divmod(index, PER_UNET[kind])
-    if kind == "conv2d":
-        return f"unets.{unet}.logits" if layer == 6 else f"unets.{unet}.down.{layer}.conv"
-    if kind == "conv2d_transpose":
-        return f"unets.{unet}.up.{layer}.conv"
-    return f"unets.{unet}.down.{layer}.norm" if layer < 6 else f"unets.{unet}.up.{layer - 6}.norm"
-
-
-def state_dict(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    state = {}
-    for key, value in arrays.items():
-        match = NAME.match(key)
-        if not match:
-            continue
-        kind, index, part = match[1], int(match[2] or 0), match[3]
-        tensor = torch.from_numpy(value)
-        if part == "kernel":  # (height, width, in, out) and, transposed, (height, width, out, in)
-            state[f"{our_name(kind, index)}.weight"] = tensor.permute(3, 2, 0, 1).contiguous()
-        else:
-            state[f"{our_name(kind, index)}.{BATCH_NORM.get(part, part)}"] = tensor
-    return state
 
 
 def run_oracle(name: str, song: np.ndarray, folder: Path) -> dict[str, np.ndarray]:
@@ -86,11 +60,14 @@ def test_matches_spleeter_with_random_weights(stems, seconds, tmp_path):
     """2stems over two segments (a boundary between them), 4stems (ELU) and 5stems (softmax) over one."""
     mix = song(seconds, stems)
     arrays = run_oracle(f"{stems}stems", mix, tmp_path)
-    network = Spleeter(PRESETS[stems]).eval()
-    network.load_state_dict(state_dict(arrays), strict=False)
-    assert not [name for name in network.state_dict() if name not in state_dict(arrays)
-                and not name.endswith("num_batches_tracked")]
-    bag = Bag("spleeter", network.sources, [Member(network, dict.fromkeys(network.sources, 1.0))])
+    checkpoint = tmp_path / f"{stems}stems"
+    bundle = TensorBundle(checkpoint / "model")
+    for key, value in arrays.items():
+        if key.startswith("variable/"):
+            assert np.array_equal(bundle.read(key[len("variable/"):-len(":0")]), value), key
+    bag = family("spleeter").local_bag(LocalFiles(checkpoint))
+    network = bag.members[0].network
+    assert network.config == PRESETS[stems]
     with torch.inference_mode():
         ours = separate_tensor(bag, torch.from_numpy(mix))
         masks = whole_song_masks(network, torch.from_numpy(mix))

@@ -169,9 +169,11 @@ class UNet(nn.Module):
         ups.append((2 * filters[0], 1))
         self.up = nn.ModuleList(Up(i, o, config.deconv_activation) for i, o in ups)
         self.logits = nn.Conv2d(1, config.n_channels, 4, dilation=2, padding=3)
+        # oneDNN's convolutions on CPUs are faster with channels last (numbers the same to float32 rounding).
+        self.to(memory_format=torch.channels_last)
 
     def forward(self, magnitude: Tensor) -> Tensor:
-        skips, x = [], magnitude
+        skips, x = [], magnitude.contiguous(memory_format=torch.channels_last)
         for down in self.down:
             skip, x = down(x)
             skips.append(skip)
