@@ -13,6 +13,7 @@ import torch
 
 from helpers import read, relative_error, sdr, stemsplit, tone
 from roformer_oracle import roformer_files
+from stemsplit.chunking import WholeSong
 from stemsplit.errors import ModelError
 from stemsplit.families import family, for_local
 from stemsplit.families.vr import read_params
@@ -20,6 +21,7 @@ from stemsplit.family import LocalFiles
 from stemsplit.networks.vr import VrNetConfig, build, config_from_state
 from stemsplit.networks.vr_bands import VrSettings, analyse, separate, synthesise
 from stemsplit.registry import load_bag
+from stemsplit.separation import Settings
 from vr_oracle import oracle_network, oracle_separate, params_path
 
 EXACT = ("--bit-depth", "32", "--clip-mode", "none")
@@ -169,3 +171,9 @@ def test_params_problems_are_model_errors_naming_the_file(tmp_path, change, mess
     with pytest.raises(ModelError, match=message) as error:
         read_params(path)
     assert str(path) in str(error.value)
+
+
+def test_settings_the_procedure_does_not_have_are_refused():
+    for settings in (Settings(shifts=1), Settings(overlap=0.5), Settings(segment=1.0)):
+        with pytest.raises(ValueError, match="VR models go over the whole song in windows of their own"):
+            WholeSong().check(44100, settings)

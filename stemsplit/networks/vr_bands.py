@@ -273,17 +273,17 @@ def padding(frames: int, config: VrNetConfig, window: int) -> tuple[int, int, in
 
 
 def windowed_mask(network: torch.nn.Module, padded: np.ndarray, kept: int, settings: VrSettings) -> np.ndarray:
-    offset = network.config.offset
+    offset, device = network.config.offset, next(network.parameters()).device
     windows = (padded.shape[2] - 2 * offset) // kept
     masks = []
     with torch.no_grad():
         for index in range(windows):
             window = padded[None, :, :, index * kept: index * kept + settings.window]
-            piece = torch.from_numpy(np.ascontiguousarray(window, np.float32))
+            piece = torch.from_numpy(np.ascontiguousarray(window, np.float32)).to(device)
             mask = network(piece)[..., offset: -offset]
             if mask.shape[3] == 0:
                 raise ValueError(f"window {settings.window} is too short for this network")
-            masks.append(mask[0].numpy())
+            masks.append(mask[0].cpu().numpy())
     return np.concatenate(masks, axis=2)
 
 
