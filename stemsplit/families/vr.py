@@ -164,8 +164,19 @@ def load_network(checkpoint: Path, params_path: Path) -> VrSeparator:
     settings = VrSettings(vocals_primary=primary in NON_ACCOMPANIMENT)
     separator = VrSeparator(network.float().eval(), params, settings)
     separator.family, separator.chunking = FAMILY, WholeSong()
-    separator.sources = [stem_name(label) for label in stem_pair(primary)]
+    separator.sources = stem_names(params_path) or [stem_name(label) for label in stem_pair(primary)]
     return separator.eval()
+
+
+def stem_names(path: Path) -> list[str] | None:
+    """The JSON's optional `stem_names`, (primary, secondary): what a karaoke model's pair really holds."""
+    names = _json(path).get("stem_names")
+    if names is None:
+        return None
+    if (not isinstance(names, list) or len(names) != 2 or len(set(names)) != 2
+            or not all(isinstance(n, str) and n.isidentifier() and len(n) <= 40 for n in names)):
+        raise ModelError(f"{path}: `stem_names` must be two different short names (letters, digits, _)")
+    return names
 
 
 def network_bag(name: str, checkpoint: Path, params_path: Path, identity: str) -> Bag:
