@@ -21,6 +21,7 @@ its implementation means cutting the song the same way:
 - `TrimmedChunks` (MDX-Net): the song after half an FFT of silence, chunks at a stride of
   (1 - overlap) * length, each blended with a Hann window of its own length (a last, shorter
   chunk gets a shorter window).
+- `WholeSong` (UVR's VR architecture): the whole song in one run, the network windowing it itself.
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -307,3 +308,31 @@ class TrimmedChunks:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; MDX-Net models run chunks of "
                                  "the frames their ONNX file takes")
+
+
+class Ones:
+    """A blend of ones of every length: `ones[:n]` for an n-sample chunk."""
+
+    def __getitem__(self, lengths: slice) -> torch.Tensor:
+        return torch.ones(lengths.stop)
+
+
+@dataclass(frozen=True)
+class WholeSong:
+    """UVR's VR procedure (audio-separator's VRSeparator): the network takes the whole song in one run,
+    since it scales the song's spectrogram by its global maximum before cutting it into windows."""
+
+    normalised = False
+    summed = False
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        return [[Chunk(0, length, 0, length)]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> Ones:
+        return Ones()
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        for name in ("shifts", "overlap", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; VR models go over the whole "
+                                 "song in windows of their own")

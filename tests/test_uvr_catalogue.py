@@ -153,3 +153,27 @@ def test_the_shipped_karaoke_config_builds_the_network_the_kim_config_does():
     karaoke = read_roformer_config(CONFIGS / find_model("mel_band_roformer_karaoke_aufr33_viperx").config)
     kim = read_roformer_config(CONFIGS / find_model("mel_band_roformer_kim").config)
     assert karaoke.network == kim.network and karaoke.sources == ("vocals",)
+
+
+VR = {"uvr_vr_5_hp_karaoke": ("backing", "lead"), "uvr_vr_deecho_dereverb": ("no_reverb", "reverb"),
+      "uvr_vr_de_echo_normal": ("no_echo", "echo")}
+
+
+@pytest.mark.parametrize("name", VR)
+def test_a_vr_entry_loads_from_its_url_and_runs_as_its_local_files_do(cache, tmp_path, name):
+    from stemsplit.families.vr import read_params
+    from vr_oracle import oracle_network
+
+    info = find_model(name)
+    assert info.stems == VR[name] and info.licence == UVR_LICENCE
+    assert info.files[0].urls[0] == RELEASE + info.files[0].name
+    config = CONFIGS / info.config
+    checkpoint = tmp_path / "small.pth"  # a small v5.1 net of the parameters' bins: the real files are 60-220 MB
+    torch.save(oracle_network(0, read_params(config).bins, nout=16).state_dict(), checkpoint)
+    with FileServer() as server:
+        bag = download_bag(served(info, server, checkpoint.read_bytes()))
+    assert bag.stems == list(VR[name])
+    if name == "uvr_vr_deecho_dereverb":
+        local = load_bag(checkpoint=checkpoint, config=config)
+        song = mix(0.5, 44100)
+        assert torch.equal(separate_tensor(bag, song), separate_tensor(local, song))

@@ -21,6 +21,7 @@ TABLE = {
     "spleeter": "spleeter",
     "mdx23c": "mdxc",
     "mdx_net": "mdxnet",
+    "vr": "vr",
 }
 
 
