@@ -21,6 +21,8 @@ TABLE = {
     "spleeter": "spleeter",
     "mdx23c": "mdxc",
     "mdx_net": "mdxnet",
+    "demucs_v2": "demucs_v2",
+    "tasnet": "demucs_v2",
 }
 
 
