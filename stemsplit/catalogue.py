@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .cards import Card, card_from
 from .errors import ModelError
 from .families import family_names
 
@@ -26,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10
 CATALOGUE = Path(__file__).with_name("models.toml")
 CONFIGS = Path(__file__).with_name("configs")  # the config files catalogue entries name
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+PREFIX_PATTERN = re.compile(r"[0-9a-f]{1,64}")
 COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 
 
@@ -33,12 +35,14 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 class WeightFile:
     """One network's file (or an archive of files): on the Hub, pinned by SHA-256 or verified against the
     Hub's own when `sha256` is None; or at `urls` (a primary and mirrors of the same bytes), pinned by
-    `sha256` and `size`."""
+    `sha256` and `size`, or, where no page publishes them, verified at first download as far as `size` and
+    `sha256_prefix` (the first hex digits of its SHA-256 that its name carries) go, and recorded."""
 
     name: str
     sha256: str | None = None
     urls: tuple[str, ...] = ()
     size: int | None = None  # bytes to download: required for URL files, published where known for the Hub's
+    sha256_prefix: str | None = None  # URL files without a sha256: what their SHA-256 begins with, if known
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
     shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
@@ -71,9 +75,11 @@ class ModelInfo:
     repo_type: str = "model"  # or "dataset", where a Hub dataset hosts the weights
     files: tuple[WeightFile, ...] = ()
     config: str | None = None  # a file in stemsplit/configs, for families that read one
+    params: tuple[tuple[str, Any], ...] = ()  # per-file parameters some families take from the entry (MDX-Net)
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
+    card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
 
     @property
     def is_ensemble(self) -> bool:
@@ -107,7 +113,8 @@ class ModelInfo:
     @property
     def pinning(self) -> str:
         """"yes": a commit and every file's SHA-256 are pinned; "sha256": the files are, the revision is a
-        branch; "no": checked against the Hub's own SHA-256 at first download, then against that."""
+        branch; "no": verified at first download (against the Hub's own SHA-256, or a URL file's size and
+        SHA-256 prefix where known), then against what was recorded."""
         if self.is_ensemble:
             pins = {find_model(part.model).pinning for part in self.parts}
             return "no" if "no" in pins else "sha256" if "sha256" in pins else "yes"
@@ -165,8 +172,9 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          licence=entry["licence"], stems=tuple(entry["stems"]), repo=entry.get("repo", ""),
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
-                         segment=entry.get("segment"))
-    except (KeyError, TypeError, ValueError) as error:
+                         segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()),
+                         card=card_from(entry, tuple(entry["stems"])))
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
     if problem:
@@ -210,6 +218,8 @@ def _file_problem(file: WeightFile, stems: int) -> str | None:
     for sha256 in (file.sha256, file.legacy_sha256):
         if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
             return "SHA-256 values must be 64 lowercase hex digits"
+    if file.sha256_prefix is not None and not (file.urls and _prefix_agrees(file)):
+        return "sha256_prefix is for files from urls: 1 to 64 lowercase hex digits that begin its sha256, if given"
     if file.shares is not None and len(file.shares) != stems:
         return "needs one share per stem"
     if file.size is not None and (type(file.size) is not int or file.size <= 0):
@@ -217,9 +227,15 @@ def _file_problem(file: WeightFile, stems: int) -> str | None:
     return _url_file_problem(file) if file.urls else None
 
 
+def _prefix_agrees(file: WeightFile) -> bool:
+    prefix = file.sha256_prefix
+    return isinstance(prefix, str) and PREFIX_PATTERN.fullmatch(prefix) is not None \
+        and (file.sha256 or prefix).startswith(prefix)
+
+
 def _url_file_problem(file: WeightFile) -> str | None:
-    if file.sha256 is None or not isinstance(file.size, int) or file.size <= 0:
-        return "a file from urls needs its sha256 and its size in bytes"
+    if file.sha256 is not None and file.size is None:
+        return "a file from urls pinned by its sha256 needs its size in bytes too"
     if "/" in file.name or "\\" in file.name or file.name.startswith("."):
         return "a file from urls needs a plain file name"
     for url in file.urls:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from . import __version__
 from .errors import OutputError, SettingsError, StemsplitError
 from .files import temporary_prefix
 from .limits import MAX_OVERLAP, MAX_SHIFTS
+from .cards import JOBS
 from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
@@ -430,35 +432,39 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     sys.exit(code)
 
 
-def download_size(size: int | None) -> str:
-    if size is None:
-        return "size not published"
-    return f"about {size / 1e6:.{0 if size >= 10e6 else 1}f} MB"
-
-
-@main.command(short_help="List the models: stems, licence, download size, cached or not.")
-def models() -> None:
-    """List the models in the catalogue: family, stems, licence, pinning, download size and whether they
-    are downloaded (cached)."""
-    from .catalogue import default_model, read_catalogue
-    from .registry import is_cached
-
+@main.command(short_help="Choose a model: job, quality, cost, licence.")
+@click.argument("name", required=False)
+@click.option("--job", type=click.Choice(JOBS), help="Only the models for this job.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model, for scripts.")
+@click.option("--markdown", is_flag=True, help="The README's catalogue table.")
+def models(name: str | None, job: str | None, as_json: bool, markdown: bool) -> None:
+    """Help choosing a model: per model its job, stems, published quality (each figure with the
+    evaluation it comes from: they are not comparable across evaluations), its cost measured by
+    benchmarks/ on a named CPU, download size, whether it is cached, licence and provenance.
+    `stemsplit models NAME` shows one model in full."""
     try:
-        lines = []
-        default = default_model()
-        for name, info in read_catalogue().items():
-            lines += [f"{name} (default)" if name == default else name,
-                      f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; "
-                      f"download {download_size(info.download_size)}; cached {'yes' if is_cached(info) else 'no'}",
-                      f"  stems: {', '.join(info.stems)}",
-                      f"  {info.description}"]
-        write_stdout(io.BytesIO("".join(f"{line}\n" for line in lines).encode()))
+        write_stdout(io.BytesIO("".join(f"{line}\n" for line in model_lines(name, job, as_json, markdown)).encode()))
     except StemsplitError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except ClosedPipe:
         sys.exit(EXIT_CLOSED_PIPE)
 
+
+def model_lines(name: str | None, job: str | None, as_json: bool, markdown: bool) -> list[str]:
+    from . import listing
+    from .catalogue import default_model, find_model, read_catalogue
+    from .registry import is_cached
+
+    catalogue, default = read_catalogue(), default_model()
+    chosen = [find_model(name)] if name else listing.ordered(catalogue, job)
+    if markdown:
+        return [listing.markdown_table(catalogue, default)]
+    if as_json:
+        return [json.dumps(listing.as_json(info, default, is_cached(info))) for info in chosen]
+    if name:
+        return listing.in_full(chosen[0], default, is_cached(chosen[0]))
+    return listing.overview(catalogue, default, job, is_cached)
 
 
 @main.command(short_help="Download models for later offline use.")
@@ -480,6 +486,7 @@ def download(names: tuple[str, ...], quiet: bool) -> None:
 def download_one(console: Console, name: str) -> int:
     """Fetch and check one model (its networks are loaded once, as a run would): its exit code."""
     from .catalogue import find_model
+    from .listing import download_size
     from .registry import download_bag, is_cached
 
     try:

@@ -4,13 +4,14 @@ all at once, so that no run, failed or killed, leaves half of them or a record v
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -29,6 +30,32 @@ def sha256_of(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+MAX_RECORD_BYTES = 1 << 20  # a record of a few files is a few hundred bytes; a longer one is not ours
+
+
+def read_record(path: Path, valid: Callable[[object], bool]) -> dict[str, dict]:
+    """A JSON record of verified files (key -> what was verified); an unreadable record is empty, and an
+    entry that is not `valid` is left out: neither is trusted."""
+    try:
+        with open(path, "rb") as file:
+            record = json.loads(file.read(MAX_RECORD_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(record, dict):
+        return {}
+    return {key: value for key, value in record.items() if valid(value)}
+
+
+def write_record(path: Path, record: Mapping[str, dict]) -> None:
+    """Replace the record at once; a cache that cannot be written only loses it (the files are verified again)."""
+    temporary = partial_name(path)
+    try:
+        temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        temporary.unlink(missing_ok=True)
 
 
 def partial_name(path: Path) -> Path:

@@ -4,22 +4,19 @@ or when the Hub (or a proxy) does not answer within the download timeout (downlo
 
 from __future__ import annotations
 
-import json
 import os
-from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalogue import COMMIT_PATTERN, SHA256_PATTERN
 from .downloads import TIMEOUT_VARIABLE, Announcement, download_timeout
 from .errors import ModelError
-from .files import sha256_of
+from .files import read_record, sha256_of, write_record
 
 if TYPE_CHECKING:
     from .catalogue import ModelInfo, WeightFile
 
 VERIFICATIONS = "stemsplit-verified.json"  # in a model's cache folder: the commit and SHA-256 of its unpinned files
-MAX_VERIFICATIONS_BYTES = 1 << 20  # a record of a few files is a few hundred bytes; a longer one is not ours
 
 
 def hub_cache() -> Path:
@@ -178,14 +175,7 @@ def _verification_key(info: ModelInfo, file: WeightFile) -> str:
 
 def _read_verifications(info: ModelInfo) -> dict[str, dict[str, str]]:
     """The cache's verifications; an unreadable record, or an entry that is not a commit and a SHA-256, is ignored."""
-    try:
-        with open(_repo_folder(info) / VERIFICATIONS, "rb") as file:
-            verifications = json.loads(file.read(MAX_VERIFICATIONS_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    if not isinstance(verifications, dict):
-        return {}
-    return {key: value for key, value in verifications.items() if _is_verification(value)}
+    return read_record(_repo_folder(info) / VERIFICATIONS, _is_verification)
 
 
 def _is_verification(value: object) -> bool:
@@ -197,11 +187,7 @@ def _is_verification(value: object) -> bool:
 def _write_verification(info: ModelInfo, file: WeightFile, commit: str, sha256: str) -> None:
     verifications = _read_verifications(info)
     verifications[_verification_key(info, file)] = {"commit": commit, "sha256": sha256}
-    path = _repo_folder(info) / VERIFICATIONS
-    temporary = path.with_name(f".{VERIFICATIONS}.{os.getpid()}")
-    with suppress(OSError):  # a read-only cache only loses the verification, and the next run asks the Hub again
-        temporary.write_text(json.dumps(verifications, indent=1), encoding="utf-8")
-        os.replace(temporary, path)
+    write_record(_repo_folder(info) / VERIFICATIONS, verifications)
 
 
 def _remove_cached(pointer: Path) -> None:

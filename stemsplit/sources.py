@@ -1,7 +1,11 @@
 """Where a catalogue file comes from: the Hugging Face Hub (hub.py), or plain URLs.
 
 A URL file is pinned by its SHA-256 and size; its `urls` (a primary and mirrors) are tried in
-order, since the same bytes are the same file wherever they come from. It is kept in stemsplit's
+order, since the same bytes are the same file wherever they come from. Where no page publishes its
+SHA-256, its first complete download is checked as far as the catalogue can (its size, the first hex
+digits of its SHA-256 that its name carries) and its SHA-256 and size are recorded in the cache's
+stemsplit-verified.json (keyed by the primary URL): from then on it is pinned by them. A record the
+catalogue contradicts is not trusted and the file is verified again. It is kept in stemsplit's
 own cache, beside the Hub's: STEMSPLIT_CACHE, or `stemsplit` under XDG_CACHE_HOME (~/.cache),
 one folder per SHA-256. A download is written under a temporary name and renamed when its size
 and SHA-256 are right; a cut transfer resumes where it stopped (HTTP Range) or restarts, and one
@@ -12,11 +16,13 @@ used and an uncached one fails at once.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
 import shutil
 from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.error import HTTPError, URLError
@@ -25,9 +31,10 @@ from urllib.request import Request, urlopen
 
 from . import hub
 from .archives import HostileArchive, Manifest, is_archive, matches, unpack
+from .catalogue import SHA256_PATTERN
 from .downloads import TIMEOUT_VARIABLE, Announcement, Progress, download_timeout
 from .errors import ModelError
-from .files import abandoned_partial, partial_name, sha256_of
+from .files import abandoned_partial, partial_name, read_record, sha256_of, write_record
 
 if TYPE_CHECKING:
     from .catalogue import ModelInfo, WeightFile
@@ -37,6 +44,9 @@ ATTEMPTS = 3  # transfers per URL when one is cut short, each resuming where the
 MANIFEST = "manifest.json"  # beside an unpacked archive's folder: its files' SHA-256
 MAX_MANIFEST_BYTES = 1 << 22
 USER_AGENT = "stemsplit"
+RECORD = hub.VERIFICATIONS  # in the URL cache: the SHA-256 and size of URL files verified at first download
+FIRST_DOWNLOADS = "first-downloads"  # where such a file is fetched, before its SHA-256 names its folder
+MAX_UNPINNED_BYTES = 1 << 34  # a file whose size is not pinned: a bound on what a server may send
 
 
 class DownloadFailure(Exception):
@@ -53,15 +63,29 @@ def fetch_file(info: ModelInfo, file: WeightFile, announcement: Announcement) ->
     """The verified local path of a catalogue file (an archive's unpacked folder) and its SHA-256."""
     if not file.urls:
         return hub.fetch(info, file, announcement)
+    pinned = _pinned(info, file, announcement)
+    try:
+        return _fetch_pinned(info, pinned, announcement), pinned.sha256
+    except ModelError as error:
+        if file.sha256:
+            raise
+        raise ModelError(f"{error} (its SHA-256 was recorded at its first download, in {url_cache() / RECORD})") \
+            from None
+
+
+def _fetch_pinned(info: ModelInfo, file: WeightFile, announcement: Announcement) -> Path:
     if is_archive(file.name):
-        return _unpacked(info, file, announcement), file.sha256
-    return _verified_download(info, file, _folder(file) / file.name, announcement), file.sha256
+        return _unpacked(info, file, announcement)
+    return _verified_download(info, file, _folder(file) / file.name, announcement)
 
 
 def file_cached(info: ModelInfo, file: WeightFile) -> bool:
     """Whether the file is in its cache (looked up, not verified)."""
     if not file.urls:
         return hub.file_cached(info, file)
+    file = file if file.sha256 else _recorded(file)
+    if file is None:
+        return False
     if is_archive(file.name):
         return (_folder(file) / _unpacked_name(file)).is_dir() and (_folder(file) / MANIFEST).is_file()
     return (_folder(file) / file.name).is_file()
@@ -74,6 +98,61 @@ def _folder(file: WeightFile) -> Path:
 def _unpacked_name(file: WeightFile) -> str:
     name = file.name
     return name[:-len(".tar.gz")] if name.lower().endswith(".tar.gz") else Path(name).stem
+
+
+# URL files without a published SHA-256
+
+def _pinned(info: ModelInfo, file: WeightFile, announcement: Announcement) -> WeightFile:
+    """The file with its SHA-256 and size: as the catalogue pins them, as recorded at its first download,
+    or downloaded now, checked as far as the catalogue can, and recorded."""
+    if file.sha256:
+        return file
+    return _recorded(file) or _first_download(info, file, announcement)
+
+
+def _recorded(file: WeightFile) -> WeightFile | None:
+    """The file as its record pins it; None where there is none, or one the catalogue contradicts."""
+    entry = read_record(url_cache() / RECORD, _is_record).get(file.urls[0])
+    if entry is None or _mismatch(file, entry["sha256"]) or file.size not in (None, entry["size"]):
+        return None
+    return replace(file, sha256=entry["sha256"], size=entry["size"])
+
+
+def _is_record(value: object) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("sha256"), str) and type(value.get("size")) is int
+            and SHA256_PATTERN.fullmatch(value["sha256"]) is not None and value["size"] > 0)
+
+
+def _first_download(info: ModelInfo, file: WeightFile, announcement: Announcement) -> WeightFile:
+    """Download the file, move it into the folder its SHA-256 names and record that SHA-256 and its size."""
+    key = hashlib.sha256(file.urls[0].encode()).hexdigest()[:16]
+    fetched = url_cache() / FIRST_DOWNLOADS / key / file.name
+    try:
+        sha256 = _download(info, file, fetched, announcement)
+        pinned = replace(file, sha256=sha256, size=fetched.stat().st_size)
+        _move(fetched, _folder(pinned) / file.name)
+    finally:
+        with suppress(OSError):  # left only where a move failed; the next run downloads again
+            fetched.parent.rmdir()
+    records = read_record(url_cache() / RECORD, _is_record)
+    write_record(url_cache() / RECORD, {**records, file.urls[0]: {"sha256": sha256, "size": pinned.size}})
+    return pinned
+
+
+def _move(source: Path, target: Path) -> None:
+    try:
+        target.parent.mkdir(exist_ok=True)
+        os.replace(source, target)
+    except OSError as error:
+        raise ModelError(f"cannot write the model cache {target.parent}: {error.strerror or error}") from None
+
+
+def _mismatch(file: WeightFile, sha256: str) -> str | None:
+    """Why bytes of this SHA-256 are not the file, or None."""
+    if file.sha256 is not None:
+        return None if sha256 == file.sha256 else "sha256 mismatch"
+    prefix = file.sha256_prefix or ""
+    return None if sha256.startswith(prefix) else f"its SHA-256 does not begin with {prefix} as its name says"
 
 
 # Plain files
@@ -98,8 +177,8 @@ def _remove(path: Path) -> None:
                          "delete it and run again") from None
 
 
-def _download(info: ModelInfo, file: WeightFile, path: Path, announcement: Announcement) -> None:
-    """Fetch the file from its URLs in order into `path`, through a temporary file."""
+def _download(info: ModelInfo, file: WeightFile, path: Path, announcement: Announcement) -> str:
+    """Fetch the file from its URLs in order into `path`, through a temporary file; its SHA-256."""
     if hub.hub_offline():
         raise ModelError(f"model '{info.name}' is not downloaded yet and HF_HUB_OFFLINE is set; connect once "
                          "to download it, or use --repo DIR with local weight files")
@@ -116,11 +195,13 @@ def _download(info: ModelInfo, file: WeightFile, path: Path, announcement: Annou
             partial.unlink(missing_ok=True)
             failures.append(f"{urlsplit(url).netloc}: {failure}")
             continue
-        if sha256_of(partial) == file.sha256:
+        sha256 = sha256_of(partial)
+        problem = _mismatch(file, sha256)
+        if problem is None:
             os.replace(partial, path)
-            return
+            return sha256
         partial.unlink()
-        failures.append(f"{urlsplit(url).netloc}: corrupt (sha256 mismatch), removed")
+        failures.append(f"{urlsplit(url).netloc}: corrupt ({problem}), removed")
     partial.unlink(missing_ok=True)
     raise ModelError(f"downloading {file.name} of model '{info.name}' failed: {'; '.join(failures)}; "
                      "check the connection and run again")
@@ -137,7 +218,8 @@ def _claimed_partial(path: Path) -> Path:
 
 
 def _fetch_whole(url: str, partial: Path, file: WeightFile, announcement: Announcement) -> None:
-    """All `file.size` bytes from `url` into `partial`, resuming transfers that are cut short."""
+    """All `file.size` bytes (where not pinned: as many as the server says) from `url` into `partial`,
+    resuming transfers that are cut short."""
     progress = Progress(file.name, file.size)
     last = "cut short"
     try:
@@ -145,7 +227,7 @@ def _fetch_whole(url: str, partial: Path, file: WeightFile, announcement: Announ
             if _size(partial) == file.size:
                 return
             try:
-                _transfer(url, partial, file, (announcement, progress))
+                file = _transfer(url, partial, file, (announcement, progress))
             except HTTPError as error:
                 last = _http_failure(error, partial)
             except (OSError, http.client.HTTPException) as error:
@@ -178,20 +260,34 @@ def _network_failure(error: Exception) -> str:
     return f"cut short ({type(error).__name__})"
 
 
-def _transfer(url: str, partial: Path, file: WeightFile, listeners: tuple[Announcement, Progress]) -> None:
-    """One request: the rest of the file after what `partial` holds, or all of it if the server ignores the range."""
+def _transfer(url: str, partial: Path, file: WeightFile, listeners: tuple[Announcement, Progress]) -> WeightFile:
+    """One request: the rest of the file after what `partial` holds, or all of it if the server ignores the range;
+    the file with the size the server gives it."""
     held = _size(partial)
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if held:
         headers["Range"] = f"bytes={held}-"
     with urlopen(Request(url, headers=headers), timeout=download_timeout()) as response:
         start = _resumed_from(response, held)
-        length = response.headers.get("Content-Length", "")
-        if length.isdigit() and start + int(length) != file.size:
-            raise DownloadFailure(f"it sends {start + int(length)} bytes where {file.size} are pinned")
+        file = replace(file, size=_sent_size(response, start, file))
         announcement, progress = listeners
         announcement.fetching(file.name, file.size)
+        progress.size = file.size
         _receive(response, partial, start, file.size, progress)
+    return file
+
+
+def _sent_size(response: http.client.HTTPResponse, start: int, file: WeightFile) -> int:
+    """The whole file's size as the response gives it, which must be the pinned one where there is one."""
+    length = response.headers.get("Content-Length", "")
+    sent = start + int(length) if length.isdigit() else file.size
+    if sent is None:
+        raise DownloadFailure("it sends no length, and the file's size is not pinned")
+    if file.size is not None and sent != file.size:
+        raise DownloadFailure(f"it sends {sent} bytes where {file.size} are pinned")
+    if sent > MAX_UNPINNED_BYTES:
+        raise DownloadFailure(f"it sends {sent} bytes, more than a model file may have")
+    return sent
 
 
 def _resumed_from(response: http.client.HTTPResponse, held: int) -> int:

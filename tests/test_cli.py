@@ -144,22 +144,20 @@ def test_verbose_says_which_precision_auto_ran_and_why(tmp_path, song, tiny_repo
 
 def test_models_lists_the_catalogue_without_network(tmp_path):
     from stemsplit.catalogue import read_catalogue
+    from stemsplit.listing import heading
 
     result = stemsplit("models", cwd=tmp_path, env={"HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     catalogue = read_catalogue()
-    assert [line for line in lines if not line.startswith(" ")] == [
-        f"{name} (default)" if name == "htdemucs" else name for name in catalogue]
-    for name, info in catalogue.items():
-        at = lines.index(f"{name} (default)" if name == "htdemucs" else name)
-        assert lines[at + 1].startswith(f"  {info.kind}; licence {info.licence}; pinned {info.pinning}; download ")
-        assert lines[at + 1].endswith("; cached no")
-        assert lines[at + 2] == f"  stems: {', '.join(info.stems)}"
-    assert ("  family mel_band_roformer; licence not stated (Hub: unknown); pinned sha256; download size not "
-            "published; cached no") in lines
-    assert ("  ensemble of mel_band_roformer_kim + htdemucs_ft; licence those of its parts; pinned sha256; "
-            "download size not published; cached no") in lines
+    headings = [line for line in lines if not line.startswith(" ")]
+    assert sorted(headings) == sorted(heading(info, "htdemucs") for info in catalogue.values())
+    for info in catalogue.values():
+        at = lines.index(heading(info, "htdemucs"))
+        assert lines[at + 1] == f"  {info.description}"
+        assert lines[at + 3].endswith("; cached no")
+        assert lines[at + 4] == f"  licence: {info.licence}"
+    assert "mel_band_roformer_kim: vocals: vocals, no_vocals" in lines
 
 
 def test_help_names_the_options():

@@ -225,10 +225,14 @@ def test_oversized_configs_are_refused_before_building(tmp_path, old, new, key):
 
 
 def test_the_published_configs_are_within_the_bounds():
-    from stemsplit.catalogue import CONFIGS
-    from stemsplit.families.roformer import read_config
+    from stemsplit.catalogue import CONFIGS, read_catalogue
+    from stemsplit.families import mdxc, roformer
 
-    assert [read_config(path).network.dim for path in sorted(CONFIGS.glob("*.yaml"))] == [384, 512, 384]
+    entries = [info for info in read_catalogue().values() if info.config]
+    dims = [roformer.read_config(CONFIGS / info.config).network.dim for info in entries if "roformer" in info.family]
+    assert sorted(dims) == [384, 384, 384, 512]
+    [mdx23c] = [mdxc.read_config(CONFIGS / info.config) for info in entries if info.family == "mdx23c"]
+    assert mdx23c.network.n_fft == 8192 and mdx23c.sources == ("vocals", "instrumental")
 
 
 # 1. An input's rate is bounded before the resampler is sized from it

@@ -332,7 +332,9 @@ urls = ["https://example.org/w.safetensors", "https://mirror.example.org/w.safet
     (tmp_path / "good.toml").write_text(entry + pinned)
     [file] = read_catalogue(tmp_path / "good.toml")["tiny"].files
     assert file.urls == ("https://example.org/w.safetensors", "https://mirror.example.org/w.safetensors")
-    for broken, problem in [(entry + f'sha256 = "{SHA256}"\n', "needs its sha256 and its size"),
+    for broken, problem in [(entry + f'sha256 = "{SHA256}"\n', "pinned by its sha256 needs its size"),
+                            (entry + 'sha256_prefix = "ABC"\n', "sha256_prefix is for files from urls"),
+                            (entry + pinned + 'sha256_prefix = "abc"\n', "digits that begin its sha256"),
                             (entry.replace("https://example", "file:///example") + pinned, "is not an http"),
                             (entry.replace('"w.safetensors"', '"../w.safetensors"') + pinned, "plain file name")]:
         (tmp_path / "broken.toml").write_text(broken)
@@ -342,6 +344,7 @@ urls = ["https://example.org/w.safetensors", "https://mirror.example.org/w.safet
 
 def write_catalogue(path: Path, info: ModelInfo) -> Path:
     [file] = info.files
+    pins = {"sha256": file.sha256, "size": file.size, "sha256_prefix": file.sha256_prefix}
     path.write_text(f"""default = "tiny"
 [tiny]
 family = "fake"
@@ -351,10 +354,8 @@ stems = {json.dumps(list(info.stems))}
 [[tiny.files]]
 name = "{file.name}"
 urls = {json.dumps(list(file.urls))}
-sha256 = "{file.sha256}"
-size = {file.size}
 shares = [1.0, 1.0, 1.0, 1.0]
-""")
+""" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in pins.items() if value is not None))
     return path
 
 
@@ -383,3 +384,116 @@ def test_the_command_separates_with_a_url_model_and_fails_in_one_line_exit_3(cac
     assert [line for line in stderr.splitlines() if line.strip()] == [
         f"error: downloading {NAME} of model 'tiny' failed: {silent[7:]}: no answer within 1 s "
         "(STEMSPLIT_DOWNLOAD_TIMEOUT); check the connection and run again"]
+
+
+# URL files no page gives the SHA-256 of: verified at first download, then pinned by the record
+
+def unpinned_model(*urls: str, prefix: str | None = SHA256[:8], size: int | None = None) -> ModelInfo:
+    file = WeightFile(name=NAME, urls=urls, size=size, sha256_prefix=prefix, shares=(1.0,) * 4)
+    return replace(url_model(), files=(file,))
+
+
+def record(cache: Path) -> dict:
+    return json.loads((cache / "stemsplit-verified.json").read_text())
+
+
+def test_an_unpinned_url_file_is_recorded_at_first_download_then_used_offline(cache, monkeypatch):
+    with FileServer() as server:
+        server.files["/w"] = WEIGHTS
+        info = unpinned_model(server.url("/w"))
+        assert info.pinning == "no" and not is_cached(info)
+        heard = []
+        assert gains_of(download_bag(info, heard.append)) == pytest.approx(list(GAINS.values()))
+    assert heard == [f"downloading model 'tiny' (licence: MIT): {NAME}, {len(WEIGHTS) / 1e6:.1f} MB"]
+    assert cache_contents(cache) == [f"{SHA256}/{NAME}", "stemsplit-verified.json"]
+    assert record(cache) == {server.url("/w"): {"sha256": SHA256, "size": len(WEIGHTS)}}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert is_cached(info) and gains_of(download_bag(info, heard.append)) == pytest.approx(list(GAINS.values()))
+    assert len(heard) == 1 and len(server.requests) == 1
+
+
+def test_after_recording_a_mirror_with_other_bytes_is_refused_and_the_next_tried(cache, server):
+    server.files["/w"] = WEIGHTS
+    download_bag(unpinned_model(server.url("/w"), prefix=None))
+    (cache / SHA256 / NAME).unlink()
+    del server.files["/w"]
+    server.files["/other"], server.files["/good"] = WEIGHTS[:-1] + b"!", WEIGHTS
+    info = unpinned_model(server.url("/w"), server.url("/other"), prefix=None)
+    with pytest.raises(ModelError) as caught:
+        download_bag(info)
+    assert ": HTTP 404 " in str(caught.value) and str(caught.value).endswith(
+        f"{server.url('')[7:]}: corrupt (sha256 mismatch), removed; check the connection and run again "
+        f"(its SHA-256 was recorded at its first download, in {cache / 'stemsplit-verified.json'})")
+    assert cache_contents(cache) == ["stemsplit-verified.json"]
+    download_bag(replace(info, files=(replace(info.files[0], urls=info.files[0].urls + (server.url("/good"),)),)))
+    assert cache_contents(cache) == [f"{SHA256}/{NAME}", "stemsplit-verified.json"]
+
+
+def test_a_prefix_mismatch_exits_3_and_leaves_no_file(cache, server, tmp_path, monkeypatch):
+    server.files["/w"] = WEIGHTS
+    wrong = "0" * 8 if not SHA256.startswith("0") else "1" * 8
+    code, stderr = run_command(tmp_path, monkeypatch, unpinned_model(server.url("/w"), prefix=wrong))
+    assert code == 3
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        f"downloading model 'tiny' (licence: MIT): {NAME}, {len(WEIGHTS) / 1e6:.1f} MB",
+        f"error: downloading {NAME} of model 'tiny' failed: {server.url('')[7:]}: corrupt (its SHA-256 does not "
+        f"begin with {wrong} as its name says), removed; check the connection and run again"]
+    assert cache_contents(cache) == [] and [path for path in cache.rglob("*")] == [cache / "first-downloads"]
+
+
+def test_a_cut_transfer_of_an_unpinned_file_resumes(cache, server):
+    server.files["/w"] = WEIGHTS
+    server.cut_after = len(WEIGHTS) // 2
+    download_bag(unpinned_model(server.url("/w")))
+    assert server.requests == [("/w", None), ("/w", f"bytes={len(WEIGHTS) // 2}-")]
+    assert (cache / SHA256 / NAME).read_bytes() == WEIGHTS and record(cache)[server.url("/w")]["sha256"] == SHA256
+
+
+@pytest.mark.parametrize("tampered", ["not json", "contradicts the prefix", "contradicts the size"])
+def test_a_corrupt_record_or_one_the_catalogue_contradicts_is_not_trusted(cache, server, tampered):
+    server.files["/w"] = WEIGHTS
+    info = unpinned_model(server.url("/w"), size=len(WEIGHTS))
+    download_bag(info)
+    path = cache / "stemsplit-verified.json"
+    other = {"sha256": "f" * 64 if tampered == "contradicts the prefix" else SHA256,
+             "size": len(WEIGHTS) + (tampered == "contradicts the size")}
+    path.write_text("{" if tampered == "not json" else json.dumps({server.url("/w"): other}))
+    assert not is_cached(info)
+    assert gains_of(download_bag(info)) == pytest.approx(list(GAINS.values()))
+    assert len(server.requests) == 2 and record(cache) == {server.url("/w"): {"sha256": SHA256, "size": len(WEIGHTS)}}
+
+
+def test_a_record_naming_other_bytes_is_refused_in_one_line(cache, server):
+    server.files["/w"] = WEIGHTS
+    info = unpinned_model(server.url("/w"), prefix=None)
+    download_bag(info)
+    (cache / "stemsplit-verified.json").write_text(json.dumps({server.url("/w"): {"sha256": "e" * 64,
+                                                                                 "size": len(WEIGHTS)}}))
+    with pytest.raises(ModelError, match=r"corrupt \(sha256 mismatch\), removed; .* recorded at its first download"):
+        download_bag(info)
+
+
+def test_models_says_which_files_are_verified_at_first_download(cache, server, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from stemsplit.cli import main
+
+    monkeypatch.setattr("stemsplit.catalogue.CATALOGUE",
+                        write_catalogue(tmp_path / "models.toml", unpinned_model(server.url("/w"))))
+    lines = CliRunner().invoke(main, ["models", "tiny"]).stdout.splitlines()
+    assert "  verified at first download (against the SHA-256 the Hub publishes, or a URL file's size and SHA-256 " \
+           "prefix where known), then pinned by the recorded value" in lines
+    assert lines[-1] == "  download size not published; cached no"
+
+
+def test_an_unpinned_archive_is_recorded_unpacked_and_checked(cache, server):
+    content = tar_gz(member("2stems/model.index", b"index"))
+    sha256 = hashlib.sha256(content).hexdigest()
+    server.files["/2stems.tar.gz"] = content
+    file = WeightFile(name="2stems.tar.gz", urls=(server.url("/2stems.tar.gz"),))
+    info = replace(url_model(), files=(file,))
+    folder, recorded = fetch_file(info, file, Announcement(info, lambda message: None))
+    assert recorded == sha256 and is_cached(info)
+    assert folder == cache / sha256 / "2stems" and (folder / "2stems" / "model.index").read_bytes() == b"index"
+    assert record(cache) == {server.url("/2stems.tar.gz"): {"sha256": sha256, "size": len(content)}}
+    assert fetch_file(info, file, Announcement(info, print)) == (folder, sha256) and len(server.requests) == 1

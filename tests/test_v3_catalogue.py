@@ -150,6 +150,6 @@ def test_every_demucs_entry_states_both_sides_of_its_licence():
     assert {"htdemucs", "htdemucs_ft", "htdemucs_6s", *V3_MODELS} <= set(demucs_entries)
     lines = CliRunner().invoke(main, ["models"], env={"HF_HUB_OFFLINE": "1"}).stdout.splitlines()
     for name in demucs_entries:
-        at = lines.index(name if name != "htdemucs" else "htdemucs (default)")
-        assert "licence the Hub card says MIT; the author wrote the weights are not covered by the MIT license " \
-               "and are provided only for scientific purposes (facebookresearch/demucs#327)" in lines[at + 1]
+        at = [line.split(":")[0] for line in lines].index(name if name != "htdemucs" else "htdemucs (default)")
+        assert "licence: the Hub card says MIT; the author wrote the weights are not covered by the MIT license " \
+               "and are provided only for scientific purposes (facebookresearch/demucs#327)" in lines[at + 4]

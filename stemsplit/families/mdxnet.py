@@ -1,8 +1,8 @@
 """MDX-Net: UVR's ONNX models, run with onnxruntime as audio-separator's MDXSeparator runs them.
 
 A model is an `.onnx` file plus its parameters, which audio-separator looks up by a hash of the
-file: for catalogue entries they are a file of stemsplit/configs (the entry's `config`), for a local
-file a small YAML or JSON file given as `--config`:
+file: for catalogue entries they are the entry's `params` table in models.toml, for a local file a
+small YAML or JSON file given as `--config`:
 
     {"n_fft": 6144, "dim_f": 3072, "compensate": 1.022, "primary": "instrumental", "secondary": "vocals"}
 
@@ -133,9 +133,13 @@ def network_bag(name: str, model: Path, config: MdxNetConfig, identity: str) -> 
 
 
 def _catalogue_bag(files: CatalogueFiles) -> Bag:
-    if len(files.files) != 1 or files.config is None:
-        raise ModelError(f"model '{files.info.name}' needs one ONNX file and its parameter file")
-    return network_bag(files.info.name, files.files[0].path, read_params(files.config), files.identity)
+    if len(files.files) != 1:
+        raise ModelError(f"model '{files.info.name}' needs one ONNX file")
+    try:
+        config = params_config(dict(files.info.params))
+    except ModelError as error:
+        raise ModelError(f"model catalogue entry '{files.info.name}' is malformed: params: {error}") from None
+    return network_bag(files.info.name, files.files[0].path, config, files.identity)
 
 
 def _local_bag(local: LocalFiles) -> Bag:
@@ -148,5 +152,5 @@ def recognises(local: LocalFiles) -> bool:
 
 
 FAMILIES = (Family(name=FAMILY, architecture="MDX-Net ONNX models (audio-separator 0.47.1's MDXSeparator)",
-                   catalogue_bag=_catalogue_bag, entry_keys=frozenset({"config"}), recognises=recognises,
+                   catalogue_bag=_catalogue_bag, entry_keys=frozenset({"params"}), recognises=recognises,
                    local_bag=_local_bag),)

@@ -1,0 +1,109 @@
+"""`stemsplit models`: the catalogue as a guide (overview, one model in full, JSON, the README's table).
+
+Everything shown comes from models.toml (catalogue.py, cards.py); whether a model is cached is
+looked up by the caller and passed in, so this module reads no files and imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Callable
+
+from .cards import EVALUATIONS, JOBS
+from .catalogue import ModelInfo
+
+IsCached = Callable[[ModelInfo], bool]
+PINNING = {
+    "yes": "pinned: a commit and every file's SHA-256",
+    "sha256": "pinned by every file's SHA-256 (the revision is a branch)",
+    "no": "verified at first download (against the SHA-256 the Hub publishes, or a URL file's size and SHA-256 "
+          "prefix where known), then pinned by the recorded value",
+}
+
+
+def download_size(size: int | None) -> str:
+    if size is None:
+        return "size not published"
+    return f"about {size / 1e6:.{0 if size >= 10e6 else 1}f} MB"
+
+
+def ordered(catalogue: dict[str, ModelInfo], job: str | None) -> list[ModelInfo]:
+    """The models doing `job` (all where None), grouped by job in JOBS order."""
+    chosen = [info for info in catalogue.values() if job in (None, info.card.job)]
+    return sorted(chosen, key=lambda info: (JOBS + ("",)).index(info.card.job))
+
+
+def heading(info: ModelInfo, default: str) -> str:
+    name = f"{info.name} (default)" if info.name == default else info.name
+    return f"{name}: {info.card.job or 'job not stated'}: {', '.join(info.stems)}"
+
+
+def quality_line(info: ModelInfo) -> str:
+    figures = "; ".join(quality.summary() for quality in info.card.quality)
+    return f"quality: {figures or 'no published figures'}"
+
+
+def cost_line(info: ModelInfo, cached: bool) -> str:
+    cost = info.card.cost[0].summary() if info.card.cost else "cost not measured yet"
+    return f"{cost}; download {download_size(info.download_size)}; cached {'yes' if cached else 'no'}"
+
+
+def overview(catalogue: dict[str, ModelInfo], default: str, job: str | None, is_cached: IsCached) -> list[str]:
+    """Five lines per model: what it does, what it is, how good, what it costs, whose it is."""
+    lines = []
+    for info in ordered(catalogue, job):
+        lines += [heading(info, default), f"  {info.description}", f"  {quality_line(info)}",
+                  f"  {cost_line(info, is_cached(info))}", f"  licence: {info.licence}"]
+    return lines
+
+
+def origin(info: ModelInfo) -> list[str]:
+    """Where its files come from."""
+    if info.is_ensemble:
+        return [f"stems {', '.join(part.stems)} from {part.model}" for part in info.parts]
+    place = f"the Hugging Face Hub, {info.repo_type} {info.repo} at {info.revision}"
+    return [f"{file.name}: " + (" or ".join(file.urls) if file.urls else place) for file in info.files]
+
+
+def in_full(info: ModelInfo, default: str, cached: bool) -> list[str]:
+    """`stemsplit models NAME`: everything the catalogue knows of one model."""
+    lines = [heading(info, default), f"  {info.description}", f"  {info.kind}",
+             f"  trained: {info.card.trained or 'not stated'}", f"  licence: {info.licence}",
+             "  quality (evaluations differ: compare figures of one evaluation only):"]
+    lines += [f"    {quality.summary()}: {EVALUATIONS[quality.evaluation].meaning}; from {quality.source}"
+              for quality in info.card.quality] or ["    no published figures"]
+    lines += ["  cost:"] + ([f"    {cost.summary()}, measured by {cost.measured}" for cost in info.card.cost]
+                           or ["    not measured yet"])
+    lines += ["  files:"] + [f"    {line}" for line in origin(info)]
+    lines += [f"  {PINNING.get(info.pinning, info.pinning)}",
+              f"  download {download_size(info.download_size)}; cached {'yes' if cached else 'no'}"]
+    return lines
+
+
+def as_json(info: ModelInfo, default: str, cached: bool) -> dict[str, Any]:
+    card = asdict(info.card)
+    for quality in card["quality"]:
+        quality["scores"] = dict(quality["scores"])
+        quality["meaning"] = EVALUATIONS[quality["evaluation"]].meaning
+    return {"name": info.name, "default": info.name == default, "stems": list(info.stems),
+            "description": info.description, "kind": info.kind, "licence": info.licence, **card,
+            "files": origin(info), "pinning": PINNING.get(info.pinning, info.pinning),
+            "download_bytes": info.download_size, "cached": cached}
+
+
+def markdown_table(catalogue: dict[str, ModelInfo], default: str) -> str:
+    """README's catalogue table: one column per evaluation, so that no column mixes them."""
+    header = ["model", "job", "stems", *(EVALUATIONS[key].label for key in EVALUATIONS), "cost", "download",
+              "licence"]
+    rows = [header, ["---"] * len(header)] + [_table_row(info, default) for info in ordered(catalogue, None)]
+    return "".join(f"| {' | '.join(row)} |\n" for row in rows)
+
+
+def _table_row(info: ModelInfo, default: str) -> list[str]:
+    by_evaluation = {quality.evaluation: quality for quality in info.card.quality}
+    scores = [", ".join(f"{stem} {score:.2f}" for stem, score in by_evaluation[key].scores)
+              if key in by_evaluation else "-" for key in EVALUATIONS]
+    cost = info.card.cost[0].summary() if info.card.cost else "not measured"
+    name = f"`{info.name}` (default)" if info.name == default else f"`{info.name}`"
+    return [name, info.card.job, ", ".join(info.stems), *scores, cost, download_size(info.download_size),
+            info.licence]
