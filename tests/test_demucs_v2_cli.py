@@ -3,12 +3,15 @@ class their pickle names, read through the restricted unpickler, their arguments
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import soundfile as sf
@@ -17,12 +20,14 @@ from audio_separator.separator.uvr_lib_v5.demucs.model_v2 import Demucs as Refer
 from audio_separator.separator.uvr_lib_v5.demucs.tasnet_v2 import ConvTasNet as ReferenceConvTasNet
 from demucs.demucs import Demucs as V3Demucs
 
-from helpers import error_lines, sdr, stemsplit
+from helpers import error_lines, sdr, separate_tensor, stemsplit
+from hub_server import FileServer
 from oracle import perturbed_network
 from stemsplit.errors import ModelError
 from stemsplit.families import for_local
 from stemsplit.family import LocalFiles
-from stemsplit.registry import load_bag
+from stemsplit.catalogue import read_catalogue
+from stemsplit.registry import download_bag, load_bag
 from test_demucs_v2 import SMALL_DEMUCS, SMALL_TASNET, reference_separate
 from v3_configs import SMALL_DEMUCS as SMALL_V3_DEMUCS
 
@@ -87,8 +92,6 @@ def test_loaded_package_separates_as_the_reference(packages, kind):
     reference, path = packages[kind]
     bag = load_bag(None, checkpoint=path)
     assert bag.stems == STEMS and bag.families == {"demucs_v2" if kind == "demucs" else "tasnet"}
-    from helpers import separate_tensor
-
     mix = 0.3 * torch.randn(2, int(1.5 * 44100), generator=torch.Generator().manual_seed(1))
     assert sdr(separate_tensor(bag, mix), reference_separate(reference, mix)) > 100
 
@@ -154,3 +157,47 @@ def test_a_bad_package_is_one_error_line_from_the_command(tmp_path, packages, so
     assert result.returncode == ModelError.exit_code, result.stderr
     assert len(error_lines(result.stderr)) == 1
     assert "channels must be from 1 to 256" in error_lines(result.stderr)[0]
+
+
+# The catalogue's demucs 2.0.3 files: bare state dicts at URLs, verified by the SHA-256 prefix their names carry
+
+RELEASED_FILES = {"demucs": "e07c671f", "demucs48_hq": "28a1282c", "demucs_extra": "3646af93",
+                  "tasnet": "beb46fac", "tasnet_extra": "df3777b2"}
+
+
+def test_catalogue_entries_name_the_released_files():
+    catalogue = read_catalogue()
+    licence = catalogue["htdemucs"].licence
+    for name, prefix in RELEASED_FILES.items():
+        info = catalogue[name]
+        (file,) = info.files
+        assert (file.name, file.sha256_prefix, file.sha256) == (f"{name}-{prefix}.th", prefix, None)
+        assert file.urls == (f"https://dl.fbaipublicfiles.com/demucs/v3.0/{name}-{prefix}.th",)
+        assert info.family == ("tasnet" if name.startswith("tasnet") else "demucs_v2") and info.licence == licence
+    assert dict(catalogue["demucs48_hq"].params)["channels"] == 48 and dict(catalogue["tasnet"].params)["X"] == 10
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_released_state_dict_from_a_url_separates_as_the_reference(tmp_path, monkeypatch, packages, kind):
+    monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    reference, _ = packages[kind]
+    buffer = io.BytesIO()
+    torch.save(reference.state_dict(), buffer)
+    content = buffer.getvalue()
+    prefix = hashlib.sha256(content).hexdigest()[:8]
+    entry = read_catalogue()["demucs" if kind == "demucs" else "tasnet"]
+    with FileServer() as server:
+        server.files["/v3.0/w.th"] = content
+        file = replace(entry.files[0], name=f"{kind}-{prefix}.th", urls=(server.url("/v3.0/w.th"),),
+                       sha256_prefix=prefix)
+        info = replace(entry, files=(file,), params=tuple({**KINDS[kind][3], "sources": STEMS}.items()))
+        bag = download_bag(info)
+        wrong = replace(info, files=(replace(file, sha256_prefix="0" * 8),))
+        monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "other-cache"))
+        with pytest.raises(ModelError, match="does not begin with 00000000 as its name says"):
+            download_bag(wrong)
+    mix = 0.3 * torch.randn(2, int(1.2 * 44100), generator=torch.Generator().manual_seed(2))
+    assert sdr(separate_tensor(bag, mix), reference_separate(reference, mix)) > 100

@@ -106,19 +106,29 @@ def _local_bag(local: LocalFiles) -> Bag:
     return mixed_bag(local.name, [load_legacy(local.checkpoint)], [None], local.identity)
 
 
-def _catalogue_bag(files: CatalogueFiles) -> Bag:
-    """An entry's package files (each one network), mixed with the shares the entry gives."""
-    from ..packages import load_legacy
+def catalogue_bag(files: CatalogueFiles, klass: str) -> Bag:
+    """An entry's released files: bare state dicts (demucs 2.0.3's pretrained files), each built as the
+    network `klass` with the entry's `params` as its arguments, mixed with the shares the entry gives."""
+    from ..packages import _build as build_package
+    from ..unpickling import load_restricted
 
-    networks = [load_legacy(file.path) for file in files.files]
+    kwargs = dict(files.info.params)
+    networks = []
+    for file in files.files:
+        state = load_restricted(file.path)
+        if not isinstance(state, dict) or "klass" in state:
+            raise ModelError(f"{file.path} is not a state dict of a demucs 2.0.3 network")
+        networks.append(build_package(klass, [], dict(kwargs), state, file.path))
     return mixed_bag(files.info.name, networks, [file.entry.shares for file in files.files], files.identity)
 
 
 FAMILIES = (
     Family(name="demucs_v2", architecture="Demucs v2, the waveform U-Net (demucs 2.0.3's Demucs, as audio-separator "
-           "0.47.1 vendors it)", catalogue_bag=_catalogue_bag, local_bag=_local_bag,
+           "0.47.1 vendors it)", catalogue_bag=lambda files: catalogue_bag(files, DEMUCS_CLASS),
+           entry_keys=frozenset({"params"}), local_bag=_local_bag,
            recognises=lambda local: _recognises(local, DEMUCS_CLASS), package_classes={DEMUCS_CLASS: build_demucs}),
     Family(name="tasnet", architecture="Conv-TasNet (demucs 2.0.3's ConvTasNet, as audio-separator 0.47.1 vendors it)",
-           catalogue_bag=_catalogue_bag, local_bag=_local_bag,
-           recognises=lambda local: _recognises(local, TASNET_CLASS), package_classes={TASNET_CLASS: build_tasnet}),
+           catalogue_bag=lambda files: catalogue_bag(files, TASNET_CLASS), entry_keys=frozenset({"params"}),
+           local_bag=_local_bag, recognises=lambda local: _recognises(local, TASNET_CLASS),
+           package_classes={TASNET_CLASS: build_tasnet}),
 )
