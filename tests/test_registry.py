@@ -409,7 +409,8 @@ def test_networks_that_disagree_cannot_form_a_bag(tmp_path, reference, weights):
 def test_other_model_classes_are_refused(tmp_path, reference):
     from demucs.demucs import LocalState
 
-    runs = "stemsplit runs demucs.htdemucs.HTDemucs, demucs.hdemucs.HDemucs, demucs.demucs.Demucs models only"
+    runs = ("stemsplit runs demucs.htdemucs.HTDemucs, demucs.hdemucs.HDemucs, demucs.demucs.Demucs, "
+            "demucs.model.Demucs, demucs.tasnet.ConvTasNet models only")
     (tmp_path / f"{SIGNATURE}.safetensors").write_bytes(
         safetensors_file(reference, KWARGS, klass="demucs.demucs.LocalState"))
     with pytest.raises(ModelError, match=f"demucs.demucs.LocalState model; {runs}"):

@@ -22,6 +22,8 @@ TABLE = {
     "mdx23c": "mdxc",
     "mdx_net": "mdxnet",
     "vr": "vr",
+    "demucs_v2": "demucs_v2",
+    "tasnet": "demucs_v2",
 }
 
 
