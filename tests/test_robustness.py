@@ -352,13 +352,14 @@ def limit_file_size(limit: int):
 
 
 def test_file_size_limit_while_writing_stems_is_an_output_error(tmp_path, tiny_repo):
-    """RLIMIT_FSIZE of 500 KB: decoding 0.5 s of 192 kHz mono (384 KB of float) fits, the 32-bit stereo
-    192 kHz stem (768 KB) does not."""
+    """RLIMIT_FSIZE a few bytes over 768 000: decoding 0.5 s of 192 kHz mono (384 KB of float) and keeping it
+    as stereo float at its own rate (768 000 bytes, for the residuals) fit; the 32-bit stereo 192 kHz stem,
+    the same samples after a WAV header, does not."""
     song = tmp_path / "hires mono.wav"
     sf.write(song, tone(0.5, 192000, channels=1), 192000)
     out = tmp_path / "out"
     result = stemsplit(song, "-n", "tiny", "--repo", tiny_repo, "-o", out, "--bit-depth", "32", "--stems", "vocals",
-                       cwd=tmp_path, tmp=tmp_path / "tmp", preexec_fn=limit_file_size(500_000))
+                       cwd=tmp_path, tmp=tmp_path / "tmp", preexec_fn=limit_file_size(768_020))
     assert result.returncode == 4, result.stderr
     errors = error_lines(result.stderr)
     assert len(errors) == 1, result.stderr

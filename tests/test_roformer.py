@@ -346,7 +346,7 @@ def test_checkpoints_load_plain_or_wrapped(tmp_path, small_network, wrapper):
     checkpoint_config = dataclasses.replace(checkpoint_config, network=config)
     network = load_network(path, checkpoint_config)
     assert not network.training and all(p.dtype == torch.float32 for p in network.parameters())
-    assert network.sources == ["vocals"] and network.chunking == AlignedChunks(128 * 100, 2)
+    assert network.sources == ["vocals"] and network.chunking == AlignedChunks(128 * 100, 2, shortest=config.stft_n_fft // 2 + 1)
     audio = mixture(config, HOP * 20)
     assert_matches(network, oracle_output(oracle, config, audio), audio)
 
