@@ -81,6 +81,19 @@ def read_yaml(path: Path, kind: str = "model config") -> Any:
         raise ModelError(f"{path} is not a valid {kind}: {problem}") from error
 
 
+def load_fitting(network: torch.nn.Module, checkpoint: Path, what: str) -> None:
+    """`checkpoint`'s weights into `network`, strict: a weight missing, unexpected or of another shape is
+    a ModelError saying how many of each (`what` names the config's kind)."""
+    state, expected = read_state_dict(checkpoint), network.state_dict()
+    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+    misshapen = {key for key in expected.keys() & state.keys() if expected[key].shape != state[key].shape}
+    if missing or unexpected or misshapen:
+        example = sorted(missing or unexpected or misshapen)[0]
+        raise ModelError(f"{checkpoint} does not fit its config ({what}): {len(missing)} weights missing, "
+                         f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
+    network.load_state_dict(state, strict=True)
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The weights of a torch pickle holding a state dict, possibly wrapped in a dict,
     unpickled with the allow-list, so it can run no code."""

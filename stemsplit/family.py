@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .errors import ModelError
 from .files import sha256_of
 
 if TYPE_CHECKING:
@@ -73,6 +74,28 @@ def cached_sha256(path: Path) -> str:
 
 
 PackageBuilder = Callable[[tuple, dict[str, Any]], "Network"]  # a demucs package's (args, kwargs) -> its network
+
+
+@dataclass(frozen=True)
+class CheckpointAndConfig:
+    """The bags of a family whose model is one weight file and its config file, the same whether the catalogue
+    fetched them or `--checkpoint/--config` names them: `load` builds the network from the two paths."""
+
+    load: Callable[[Path, Path], "Network"]
+    files_needed: str  # how a catalogue error names them, e.g. "one checkpoint file and its config"
+
+    def catalogue_bag(self, files: CatalogueFiles) -> Bag:
+        if len(files.files) != 1 or files.config is None:
+            raise ModelError(f"model '{files.info.name}' needs {self.files_needed}")
+        return self.bag(files.info.name, files.files[0].path, files.config, files.identity)
+
+    def local_bag(self, local: LocalFiles) -> Bag:
+        return self.bag(local.name, local.checkpoint, local.config, local.identity)
+
+    def bag(self, name: str, checkpoint: Path, config: Path, identity: str) -> Bag:
+        from .bag import single_network_bag
+
+        return single_network_bag(name, self.load(checkpoint, config), identity)
 
 
 def _never(local: LocalFiles) -> bool:

@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 
-from ..bag import Bag, single_network_bag
-from ..checkpoint import read_state_dict, read_yaml
+from ..checkpoint import load_fitting, read_yaml
 from ..chunking import PaddedChunks
 from ..errors import ModelError
-from ..family import CatalogueFiles, Family, LocalFiles
+from ..family import CheckpointAndConfig, Family, LocalFiles
 from ..networks.tfc_tdf import TfcTdfConfig, TfcTdfNet
 
 FAMILY = "mdx23c"
@@ -168,29 +167,11 @@ def load_network(checkpoint: Path, config: Path | MdxcConfig) -> TfcTdfNet:
     if not isinstance(config, MdxcConfig):
         config = read_config(config)
     network = build_network(config)
-    state, expected = read_state_dict(checkpoint), network.state_dict()
-    missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
-    misshapen = {key for key in expected.keys() & state.keys() if expected[key].shape != state[key].shape}
-    if missing or unexpected or misshapen:
-        example = sorted(missing or unexpected or misshapen)[0]
-        raise ModelError(f"{checkpoint} does not fit its config (MDX23C): {len(missing)} weights missing, "
-                         f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
-    network.load_state_dict(state, strict=True)
+    load_fitting(network, checkpoint, "MDX23C")
     return network.float().eval()
 
 
-def network_bag(name: str, checkpoint: Path, config: Path, identity: str) -> Bag:
-    return single_network_bag(name, load_network(checkpoint, config), identity)
-
-
-def _catalogue_bag(files: CatalogueFiles) -> Bag:
-    if len(files.files) != 1 or files.config is None:
-        raise ModelError(f"model '{files.info.name}' needs one checkpoint file and its config")
-    return network_bag(files.info.name, files.files[0].path, files.config, files.identity)
-
-
-def _local_bag(local: LocalFiles) -> Bag:
-    return network_bag(local.name, local.checkpoint, local.config, local.identity)
+BAGS = CheckpointAndConfig(load_network, "one checkpoint file and its config")
 
 
 def recognises(local: LocalFiles) -> bool:
@@ -203,5 +184,5 @@ def recognises(local: LocalFiles) -> bool:
 
 
 FAMILIES = (Family(name=FAMILY, architecture="MDX23C, TFC-TDF v3 (audio-separator 0.47.1's TFC_TDF_net and MDXC demix)",
-                   catalogue_bag=_catalogue_bag, entry_keys=frozenset({"config"}), recognises=recognises,
-                   local_bag=_local_bag),)
+                   catalogue_bag=BAGS.catalogue_bag, entry_keys=frozenset({"config"}), recognises=recognises,
+                   local_bag=BAGS.local_bag),)

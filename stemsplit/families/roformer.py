@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bag import Bag, single_network_bag
-from ..checkpoint import read_state_dict, read_yaml
+from ..checkpoint import load_fitting, read_yaml
 from ..chunking import AlignedChunks
 from ..errors import ModelError
-from ..family import CatalogueFiles, Family, LocalFiles
+from ..family import CheckpointAndConfig, Family, LocalFiles
 from ..networks.roformer import BandRoformer, RoformerConfig, roformer
 
 # `model` keys that only matter for training or pick an attention kernel.
@@ -176,35 +175,14 @@ def load_network(checkpoint: Path, config: Path | CheckpointConfig) -> BandRofor
     the stems it outputs (`sources`) and how it goes over a song (`chunking`)."""
     if not isinstance(config, CheckpointConfig):
         config = read_config(config)
-    state = read_state_dict(checkpoint)
     network = roformer(config.network)
-    expected = network.state_dict()
-    missing = expected.keys() - state.keys()
-    unexpected = state.keys() - expected.keys()
-    misshapen = {key for key in expected.keys() & state.keys() if expected[key].shape != state[key].shape}
-    if missing or unexpected or misshapen:
-        example = sorted(missing or unexpected or misshapen)[0]
-        raise ModelError(
-            f"{checkpoint} does not fit its config ({config.family}): {len(missing)} weights missing, "
-            f"{len(unexpected)} unexpected, {len(misshapen)} of another shape (e.g. {example})")
-    network.load_state_dict(state, strict=True)
+    load_fitting(network, checkpoint, config.family)
     network.sources, network.family = list(config.sources), config.family
     network.chunking = AlignedChunks(config.chunk_size, config.num_overlap, config.network.stft_n_fft // 2 + 1)
     return network.float().eval()
 
 
-def network_bag(name: str, checkpoint: Path, config: Path, identity: str) -> Bag:
-    return single_network_bag(name, load_network(checkpoint, config), identity)
-
-
-def _catalogue_bag(files: CatalogueFiles) -> Bag:
-    if len(files.files) != 1 or files.config is None:
-        raise ModelError(f"model '{files.info.name}' needs one checkpoint file and its config")
-    return network_bag(files.info.name, files.files[0].path, files.config, files.identity)
-
-
-def _local_bag(local: LocalFiles) -> Bag:
-    return network_bag(local.name, local.checkpoint, local.config, local.identity)
+BAGS = CheckpointAndConfig(load_network, "one checkpoint file and its config")
 
 
 def _family_of(local: LocalFiles) -> str | None:
@@ -219,8 +197,8 @@ def _family_of(local: LocalFiles) -> str | None:
 
 
 FAMILIES = tuple(
-    Family(name=name, architecture=architecture, catalogue_bag=_catalogue_bag, entry_keys=frozenset({"config"}),
-           recognises=lambda local, name=name: _family_of(local) == name, local_bag=_local_bag)
+    Family(name=name, architecture=architecture, catalogue_bag=BAGS.catalogue_bag, entry_keys=frozenset({"config"}),
+           recognises=lambda local, name=name: _family_of(local) == name, local_bag=BAGS.local_bag)
     for name, architecture in (
         ("bs_roformer", "Band-Split RoFormer (audio-separator 0.47.1's BSRoformer)"),
         ("mel_band_roformer", "Mel-Band RoFormer (audio-separator 0.47.1's MelBandRoformer)"),

@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 
-from ..bag import Bag, single_network_bag
 from ..checkpoint import read_state_dict
 from ..chunking import WholeSong
 from ..errors import ModelError
-from ..family import CatalogueFiles, Family, LocalFiles
+from ..family import CheckpointAndConfig, Family, LocalFiles
 from ..networks.vr import build, config_from_state
 from ..networks.vr_bands import STEREO_MODES, Band, BandParams, VrSeparator, VrSettings
 
@@ -179,19 +178,12 @@ def stem_names(path: Path) -> list[str] | None:
     return names
 
 
-def network_bag(name: str, checkpoint: Path, params_path: Path, identity: str) -> Bag:
+def _load_without_grad(checkpoint: Path, params_path: Path) -> VrSeparator:
     with torch.no_grad():
-        return single_network_bag(name, load_network(checkpoint, params_path), identity)
+        return load_network(checkpoint, params_path)
 
 
-def _catalogue_bag(files: CatalogueFiles) -> Bag:
-    if len(files.files) != 1 or files.config is None:
-        raise ModelError(f"model '{files.info.name}' needs one .pth file and its model-parameters JSON")
-    return network_bag(files.info.name, files.files[0].path, files.config, files.identity)
-
-
-def _local_bag(local: LocalFiles) -> Bag:
-    return network_bag(local.name, local.checkpoint, local.config, local.identity)
+BAGS = CheckpointAndConfig(_load_without_grad, "one .pth file and its model-parameters JSON")
 
 
 def recognises(local: LocalFiles) -> bool:
@@ -205,5 +197,5 @@ def recognises(local: LocalFiles) -> bool:
 
 
 FAMILIES = (Family(name=FAMILY, architecture="UVR's VR architecture, v5 and v5.1 nets with band-split spectrograms "
-                   "(audio-separator 0.47.1's VRSeparator)", catalogue_bag=_catalogue_bag,
-                   entry_keys=frozenset({"config"}), recognises=recognises, local_bag=_local_bag),)
+                   "(audio-separator 0.47.1's VRSeparator)", catalogue_bag=BAGS.catalogue_bag,
+                   entry_keys=frozenset({"config"}), recognises=recognises, local_bag=BAGS.local_bag),)
