@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..chunking import FittedSegments
 from .htdemucs import DConv
+from .layers import describe
 from .options import config_from_reference
 from .resample import resample
 from .sequence import BLSTM
@@ -109,11 +110,7 @@ class Demucs(nn.Module):
 
     def __init__(self, config: DemucsConfig):
         super().__init__()
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
+        describe(self, config, config.segment)
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
         self.skip_scales = nn.ModuleList()  # empty; the reference keeps it, so its files name it

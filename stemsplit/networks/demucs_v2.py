@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..chunking import FittedSegments
 from ..errors import ModelError
 from .demucs import centre_trim
+from .layers import describe
 from .options import config_from_reference
 from .resample import resample
 from .sequence import BLSTM
@@ -101,11 +102,7 @@ class DemucsV2(nn.Module):
 
     def __init__(self, config: DemucsV2Config):
         super().__init__()
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = segment_seconds(config.segment_length, config.samplerate)
+        describe(self, config, segment_seconds(config.segment_length, config.samplerate))
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
         chin, chout = config.audio_channels, config.channels
@@ -298,11 +295,7 @@ class ConvTasNet(nn.Module):
 
     def __init__(self, config: ConvTasNetConfig):
         super().__init__()
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = segment_seconds(config.segment_length, config.samplerate)
+        describe(self, config, segment_seconds(config.segment_length, config.samplerate))
         self.encoder = Encoder(config)
         self.separator = TemporalConvNet(config)
         self.decoder = Decoder(config)

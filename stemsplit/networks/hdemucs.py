@@ -23,6 +23,7 @@ from ..chunking import FittedSegments
 from ..errors import ModelError
 from .bands import BandSplit
 from .htdemucs import DecoderLayer, EncoderLayer, FrequencyEmbedding, istft, stft
+from .layers import describe
 from .options import config_from_reference
 from .wiener import wiener
 
@@ -127,11 +128,7 @@ class HDemucs(nn.Module):
 
     def __init__(self, config: HDemucsConfig):
         super().__init__()
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
+        describe(self, config, config.segment)
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()
         self.tencoder = nn.ModuleList()

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from ..chunking import CentredSegments
 from ..errors import ModelError
-from .layers import Linear, linear
+from .layers import Linear, describe, linear
 from .sequence import BLSTM, LocalState
 
 
@@ -537,10 +537,7 @@ class HTDemucs(nn.Module):
 
     def __init__(self, config: HTDemucsConfig):
         super().__init__()
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
+        describe(self, config, config.segment)
         self.nfft = config.nfft
         self.encoder = nn.ModuleList()
         self.decoder = nn.ModuleList()

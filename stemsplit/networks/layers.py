@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,3 +40,9 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor, activation: str = "none") -> Tensor:
         return linear(x, self.weight, self.bias, activation)
+
+
+def describe(network: nn.Module, config: Any, segment: Fraction) -> None:
+    """What the engine reads off a network (bag.Network): its config, stems, rate, channels and segment."""
+    network.config, network.sources = config, list(config.sources)
+    network.samplerate, network.audio_channels, network.segment = config.samplerate, config.audio_channels, segment
