@@ -79,6 +79,7 @@ class ModelInfo:
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
+    names: tuple[tuple[str, str], ...] = ()  # a network's stem -> what the model calls it, where they differ
     card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
 
     @property
@@ -173,6 +174,7 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
                          segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()),
+                         names=tuple(entry.get("names", {}).items()),
                          card=card_from(entry, tuple(entry["stems"])))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
@@ -204,6 +206,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):
         return "repo_type must be model or dataset"
+    if info.names and not all(isinstance(name, str) and name for pair in info.names for name in pair):
+        return "names maps the network's stem names to the model's"
     if info.segment is not None and (isinstance(info.segment, bool) or not isinstance(info.segment, (int, float))
                                      or not 0 < info.segment <= 3600):
         return "segment must be a number of seconds, up to an hour"

@@ -51,6 +51,7 @@ def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
     fetched = tuple(Fetched(*fetch_file(info, file, announcement), file) for file in info.files)
     identity = f"{info.name}:" + ",".join(file.sha256 for file in fetched)
     bag = row.catalogue_bag(CatalogueFiles(info, fetched, CONFIGS / info.config if info.config else None, identity))
+    bag = bag.renamed(dict(info.names))
     check_loaded(info, bag)
     return bag
 
