@@ -20,6 +20,7 @@ import os
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
@@ -27,13 +28,18 @@ import torch
 
 from .audio import BLOCK_FRAMES, AudioInfo, _append_raw, _filter, _read_window, resample_blocks
 from .bag import Bag, Member
-from .chain_steps import ChainStep, Layout, Placed, lay_out
+from .chain_steps import ChainStep, Layout, Placed, lay_out, parse_then
+from .downloads import Notify
 from .errors import ModelError
 from .files import temporary_prefix
 from .separation import Decided, Progress, at_input_rate, separate_stream
 
 if TYPE_CHECKING:
     from .audio import Song
+
+class LayoutError(ModelError):
+    """Steps that do not make a chain (a stem it lacks, names given twice)."""
+
 
 Bars = Callable[[str | None], Progress]  # a step's label (None: a single model's run) -> its progress bar
 
@@ -56,7 +62,7 @@ class Chain:
         try:
             layout = lay_out([step.plan for step in self.steps], [step.bag.stems for step in self.steps])
         except ValueError as error:
-            raise ModelError(f"chain '{self.name}': {error}") from None
+            raise LayoutError(f"chain '{self.name}': {error}") from None
         object.__setattr__(self, "layout", layout)
 
     @property
@@ -220,6 +226,11 @@ def separated(model: Bag | Chain, song: Song, decided: Decided, bars: Bars) -> I
     return at_input_rate(separate_stream(model, song, decided, bars(None)), model, song)
 
 
+def step_records(model: Bag | Chain) -> list[dict[str, str | None]]:
+    """A chain's steps for --json (none for a model)."""
+    return model.records() if isinstance(model, Chain) else []
+
+
 def load_chain(name: str, plans: Sequence[ChainStep], load: Callable[[str], Bag | Chain]) -> Chain:
     """The chain of `plans`, each step's model loaded by `load` (a name -> its bag)."""
     return Chain(name, tuple(loaded_step(plan, load) for plan in plans))
@@ -237,3 +248,17 @@ def loaded_step(plan: ChainStep, load: Callable[[str], Bag | Chain]) -> Step:
     if isinstance(model, Chain):
         raise ModelError(f"'{plan.model}' is a chain: a chain's step is a model (chains do not nest; add its steps)")
     return Step(plan, summing(model))
+
+
+def then_chain(first: Bag | Chain, values: Sequence[str], repo: Path | None, notify: Notify) -> Chain:
+    """`first` followed by the `--then STEM:MODEL` steps, their models found as -n finds one (in `repo`, if given).
+    A stem the chain lacks is a click.BadParameter for --then (where the catalogue could not tell before)."""
+    import click
+
+    from .registry import load_bag
+
+    plans = [parse_then(value) for value in values]
+    try:
+        return extended(first, plans, lambda name: load_bag(name, repo, notify))
+    except LayoutError as error:
+        raise click.BadParameter(str(error), param_hint="--then") from None

@@ -1,0 +1,87 @@
+"""Chains on the command line: `--then STEM:MODEL` after -n (models of a --repo folder, of the test-only `fake`
+family), the stems decoded back and summing to the song, each step equal to its model run alone on the stem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from fake_family import registered, write_repo
+from helpers import error_lines, json_lines, read, tone
+
+RATE = 48000  # the fake networks run at 44.1 kHz
+EXACT = ("--bit-depth", "32", "--clip-mode", "none", "--json")
+FOUR = {"drums": 0.1, "bass": 0.2, "other": 0.3, "vocals": 0.4}
+TWO = {"lead": 0.25, "backing": 0.75}
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    (tmp_path / "repo").mkdir()
+    with registered():
+        yield write_repo(tmp_path / "repo", {"four": {"0four000": FOUR}, "two": {"0two0000": TWO}})
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    path = tmp_path / "song.wav"
+    sf.write(path, tone(1.5, RATE), RATE, subtype="FLOAT")
+    return path
+
+
+def stems_of(folder: Path) -> dict[str, np.ndarray]:
+    return {path.name.removesuffix(".wav"): read(path)[0] for path in sorted(folder.glob("*.wav"))}
+
+
+def test_then_splits_a_stem_and_every_split_sums_to_what_it_split(tmp_path, repo, song, in_process):
+    out = tmp_path / "out"
+    result = in_process(song, "--repo", repo, "-n", "four", "--then", "vocals:two", "-o", out, *EXACT,
+                        tmp=tmp_path / "t")
+    assert result.returncode == 0, result.stderr
+    [line] = json_lines(result.stdout)
+    assert line["steps"] == [{"model": "four", "stem": None}, {"model": "two", "stem": "vocals"}]
+    stems = stems_of(out / "four+vocals-two" / "song")
+    assert list(stems) == ["bass", "drums", "other", "vocals.backing", "vocals.lead"]
+    mix, rate = read(song)
+    assert rate == RATE and all(stem.shape == mix.shape for stem in stems.values())
+    assert np.abs(sum(stems.values()) - mix).max() < 1e-5
+
+    alone = in_process(song, "--repo", repo, "-n", "four", "-o", tmp_path / "alone", *EXACT, tmp=tmp_path / "t")
+    vocals = tmp_path / "alone" / "four" / "song" / "vocals.wav"
+    assert alone.returncode == 0
+    assert np.abs(stems["vocals.lead"] + stems["vocals.backing"] - read(vocals)[0]).max() < 1e-5
+    for name in ("drums", "bass"):
+        assert np.abs(stems[name] - read(vocals.with_name(f"{name}.wav"))[0]).max() < 1e-5
+    second = in_process(vocals, "--repo", repo, "-n", "two", "-o", tmp_path / "second", *EXACT, tmp=tmp_path / "t")
+    assert second.returncode == 0
+    assert np.abs(stems["vocals.lead"] - read(tmp_path / "second" / "two" / "vocals" / "lead.wav")[0]).max() < 1e-5
+
+
+def test_skip_existing_records_every_step_and_stems_picks_among_the_final_ones(tmp_path, repo, song, in_process):
+    chain = (song, "--repo", repo, "-n", "four", "--then", "vocals:two", "-o", tmp_path / "out", *EXACT,
+             "--skip-existing", "--stems", "vocals.lead,drums")
+    first = in_process(*chain, tmp=tmp_path / "t")
+    assert first.returncode == 0 and [line["status"] for line in json_lines(first.stdout)] == ["done"]
+    assert sorted(stems_of(tmp_path / "out" / "four+vocals-two" / "song")) == ["drums", "vocals.lead"]
+    again = in_process(*chain, tmp=tmp_path / "t")
+    assert [line["status"] for line in json_lines(again.stdout)] == ["skipped"]
+    write_repo(repo, {"two": {"0two0000": {"lead": 0.5, "backing": 0.5}}})  # the second step changed
+    changed = in_process(*chain, tmp=tmp_path / "t")
+    assert [line["status"] for line in json_lines(changed.stdout)] == ["done"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--then", "piano:two"), "Invalid value for --then: chain 'four+piano-two': step 2 takes a stem 'piano' that "
+                              "the chain does not have before it; it has drums, bass, other, vocals"),
+    (("--then", "vocals"), "Invalid value for --then: 'vocals' is not STEM:MODEL"),
+    (("--then", "vocals:two", "--format", "stem"), "--format stem writes one model's four stems"),
+])
+def test_a_bad_then_is_one_error_line_and_the_usage_exit_code(tmp_path, repo, song, in_process, options, message):
+    result = in_process(song, "--repo", repo, "-n", "four", *options, "-o", tmp_path / "out", tmp=tmp_path / "t")
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: {message}"), line
+    assert not (tmp_path / "out").exists()
