@@ -251,14 +251,9 @@ def loaded_step(plan: ChainStep, load: Callable[[str], Bag | Chain]) -> Step:
 
 
 def then_chain(first: Bag | Chain, values: Sequence[str], repo: Path | None, notify: Notify) -> Chain:
-    """`first` followed by the `--then STEM:MODEL` steps, their models found as -n finds one (in `repo`, if given).
-    A stem the chain lacks is a click.BadParameter for --then (where the catalogue could not tell before)."""
-    import click
-
+    """`first` followed by the `--then STEM:MODEL` steps (a ValueError where one is not), their models found as
+    -n finds one (in `repo`, if given); steps that make no chain are a LayoutError."""
     from .registry import load_bag
 
     plans = [parse_then(value) for value in values]
-    try:
-        return extended(first, plans, lambda name: load_bag(name, repo, notify))
-    except LayoutError as error:
-        raise click.BadParameter(str(error), param_hint="--then") from None
+    return extended(first, plans, lambda name: load_bag(name, repo, notify))

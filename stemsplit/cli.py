@@ -240,10 +240,12 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
     from .registry import load_bag
 
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
-    from .chain import Chain, then_chain
+    from .chain import Chain, LayoutError, then_chain
 
-    if model.then:
-        model_bag = then_chain(model_bag, model.then, model.repo, console.info)
+    try:
+        model_bag = then_chain(model_bag, model.then, model.repo, console.info) if model.then else model_bag
+    except LayoutError as error:  # a stem the catalogue could not check before the models loaded
+        raise click.BadParameter(str(error), param_hint="--then") from None
     if isinstance(model_bag, Chain) and options.encoding.format == "stem":
         raise click.UsageError("--format stem writes one model's four stems; a chain's are written as files")
     try:

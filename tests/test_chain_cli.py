@@ -85,3 +85,18 @@ def test_a_bad_then_is_one_error_line_and_the_usage_exit_code(tmp_path, repo, so
     [line] = error_lines(result.stderr)
     assert line.startswith(f"error: {message}"), line
     assert not (tmp_path / "out").exists()
+
+
+def test_the_api_runs_a_chain_too(repo):
+    from stemsplit import load_model
+    from stemsplit.errors import SettingsError
+
+    mix = tone(0.7, RATE).T
+    separator = load_model("four", repo=repo, then=["vocals:two"], device="cpu", stems=["vocals.lead", "drums"])
+    separated = separator.separate((mix, RATE))
+    assert list(separated.stems) == ["vocals.lead", "drums"] and separated.sample_rate == RATE
+    whole = load_model("four", repo=repo, then=["vocals:two"], device="cpu").separate((mix, RATE)).stems
+    assert np.abs(sum(whole.values()) - mix).max() < 1e-5
+    assert np.array_equal(whole["vocals.lead"], separated.stems["vocals.lead"])
+    with pytest.raises(SettingsError, match="is not STEM:MODEL"):
+        load_model("four", repo=repo, then=["vocals"], device="cpu")
