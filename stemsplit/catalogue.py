@@ -148,7 +148,9 @@ def read_catalogue(path: Path | None = None) -> dict[str, ModelInfo]:
     catalogue = {name: _model_info(name, entry) for name, entry in table.items()
                  if isinstance(entry, dict) and name != REFUSED}
     for info in catalogue.values():
-        problem = _chain_problem(info, catalogue) if info.is_chain else None
+        chains = [model for model in info.made_of if model in catalogue and catalogue[model].is_chain]
+        problem = _chain_problem(info, catalogue) if info.is_chain else \
+            f"its part {chains[0]} is a chain; an ensemble takes stems from models" if chains else None
         if problem:
             raise ModelError(f"model catalogue entry '{info.name}' is malformed: {problem}")
     return catalogue

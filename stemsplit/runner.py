@@ -273,6 +273,8 @@ def separate_planned(reporter: Reporter, plan: Plan, bag: Bag, names: list[str],
                      recorded: bool) -> list[Result]:
     """Each planned input in turn: refused, skipped or separated, reported as it ends. `recorded`: whether
     identity records are written beside the outputs."""
+    from .chain import step_records
+
     results: list[Result] = []
     todo_index = {name: index for index, name in enumerate(plan.todo)}  # a library can hold 100 000 inputs
     prefetch = Prefetcher(plan.todo, bag, options.jobs)
@@ -285,7 +287,8 @@ def separate_planned(reporter: Reporter, plan: Plan, bag: Bag, names: list[str],
                     reporter.error(plan.refusals[input_name])
                     result = Result(input_name, "failed", error=plan.refusals[input_name])
                 elif input_name not in todo_index:
-                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
+                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()},
+                                    steps=step_records(bag))
                 else:
                     job = Job(todo_index[input_name], input_name, paths, plan.identity if recorded else None)
                     result = attempt(job, prefetch, bag, options, progress, reporter)

@@ -70,6 +70,20 @@ def test_a_malformed_chain_is_refused_with_what_is_wrong(tmp_path, stems, steps,
         read_catalogue(path)
 
 
+def test_an_ensemble_takes_no_stems_from_a_chain(tmp_path):
+    path = tmp_path / "models.toml"
+    path.write_text(CATALOGUE.read_text(encoding="utf-8") + """
+[my_ensemble]
+description = "d"
+licence = "l"
+stems = ["lead_dry", "other"]
+residual = "other"
+parts = [{ model = "vocals_lead_backing_dereverb", stems = ["lead_dry"] }]
+""", encoding="utf-8")
+    with pytest.raises(ModelError, match="'my_ensemble' is malformed: its part vocals_lead_backing_dereverb is a"):
+        read_catalogue(path)
+
+
 def test_a_chain_needs_its_family_and_steps_and_nothing_of_a_network_model(tmp_path):
     path = tmp_path / "models.toml"
     steps = [f'{{ model = "{KIM}" }}', f'{{ model = "{KARAOKE}", stem = "vocals" }}']
