@@ -37,6 +37,7 @@ from .separation import Decided, Progress, at_input_rate, separate_stream
 if TYPE_CHECKING:
     from .audio import Song
 
+
 class LayoutError(ModelError):
     """Steps that do not make a chain (a stem it lacks, names given twice)."""
 
@@ -106,8 +107,7 @@ class Chain:
         with ExitStack() as files:
             tapes: list[Tape] = []
             for step, label, taken in zip(self.steps, self.labels(), self.layout.inputs):
-                mix = song if taken is None else StemSong.of(self._rows(tapes, taken, song.channels), song, step.bag,
-                                                             files)
+                mix = song if taken is None else StemSong.of(self._rows(tapes, taken, song.channels), song, step, files)
                 blocks = at_input_rate(separate_stream(step.bag, mix, decided, bars(label)), step.bag, mix)
                 tapes.append(Tape(flat(blocks), len(step.bag.stems) * song.channels, song.info.frames,
                                   files.enter_context(temporary_file())))
@@ -196,9 +196,9 @@ class StemSong:
     at_rate: Rows | Tape
 
     @classmethod
-    def of(cls, native: Rows, song: Song, bag: Bag, files: ExitStack) -> StemSong:
-        """The stem at `native` of `song`, read at `bag`'s rate."""
-        channels, rate, frames = song.channels, song.info.sample_rate, song.info.frames
+    def of(cls, native: Rows, song: Song, step: Step, files: ExitStack) -> StemSong:
+        """The stem at `native` of `song`, read at `step`'s rate (its resampled copy in a file of `files`)."""
+        channels, rate, frames, bag = song.channels, song.info.sample_rate, song.info.frames, step.bag
         if bag.samplerate == rate:
             return cls(AudioInfo(rate, channels, frames), frames, channels, native, native)
         length = resampled_length(frames, rate, bag.samplerate)

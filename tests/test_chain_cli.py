@@ -3,13 +3,15 @@ family), the stems decoded back and summing to the song, each step equal to its 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from fake_family import registered, write_repo
+from fake_family import package, registered, write_repo
 from helpers import error_lines, json_lines, read, tone
 
 RATE = 48000  # the fake networks run at 44.1 kHz
@@ -100,3 +102,43 @@ def test_the_api_runs_a_chain_too(repo):
     assert np.array_equal(whole["vocals.lead"], separated.stems["vocals.lead"])
     with pytest.raises(SettingsError, match="is not STEM:MODEL"):
         load_model("four", repo=repo, then=["vocals"], device="cpu")
+
+
+def catalogue_with_a_chain(path: Path, server) -> Path:
+    """Two fake models from the loopback server's URLs, and a chain of them with names of its own."""
+    lines = ['default = "four"']
+    for name, gains in (("four", FOUR), ("two", TWO)):
+        weights = package(f"0{name}000", gains)
+        server.files[f"/{name}.safetensors"] = weights
+        lines += [f"[{name}]", 'family = "fake"', 'description = "d"', 'licence = "MIT"',
+                  f"stems = {json.dumps(list(gains))}", f"[[{name}.files]]", f'name = "0{name}000.safetensors"',
+                  f'urls = ["{server.url(f"/{name}.safetensors")}"]',
+                  f'sha256 = "{hashlib.sha256(weights).hexdigest()}"',
+                  f"size = {len(weights)}", f"shares = {json.dumps([1.0] * len(gains))}"]
+    lines += ["[duet]", 'family = "chain"', 'description = "d"', 'licence = "those of its steps"',
+              'stems = ["drums", "bass", "rest", "lead", "backing"]',
+              'steps = [{ model = "four", names = { other = "rest" } }, { model = "two", stem = "vocals", '
+              'names = { lead = "lead", backing = "backing" } }]']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_catalogue_chain_runs_by_name_with_chain_or_n(tmp_path, song, monkeypatch):
+    from click.testing import CliRunner
+
+    from hub_server import FileServer
+    from stemsplit.cli import main
+
+    monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    with FileServer() as server, registered():
+        monkeypatch.setattr("stemsplit.catalogue.CATALOGUE", catalogue_with_a_chain(tmp_path / "models.toml", server))
+        for option in ("--chain", "-n"):
+            result = CliRunner().invoke(main, [str(song), option, "duet", "-o", str(tmp_path / option), *EXACT])
+            assert result.exit_code == 0, result.stderr
+            stems = stems_of(tmp_path / option / "duet" / "song")
+            assert sorted(stems) == ["backing", "bass", "drums", "lead", "rest"]
+            assert np.abs(sum(stems.values()) - read(song)[0]).max() < 1e-5
+        assert [path for path, _ in server.requests] == ["/four.safetensors", "/two.safetensors"]  # cached after
+        listed = CliRunner().invoke(main, ["models", "duet"]).stdout.splitlines()
+        assert "    step 2: two on the vocals (lead as lead, backing as backing)" in listed
