@@ -23,7 +23,7 @@ DECIDED = decide(Settings(), "cpu")
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory, tiny_repo) -> dict:
-    _, checkpoint, config, _ = roformer_files(tmp_path_factory.mktemp("roformer"), 1, 2)
+    _, checkpoint, config, _ = roformer_files(tmp_path_factory.mktemp("roformer"), 1, 1)
     return {"roformer": load_bag(checkpoint=checkpoint, config=config), "htdemucs": load_bag("tiny", tiny_repo)}
 
 
@@ -64,10 +64,10 @@ def with_residual(stems: torch.Tensor, bag, of: torch.Tensor) -> torch.Tensor:
     return torch.cat([stems[:index], (of - others)[None], stems[index + 1:]])
 
 
-@pytest.mark.parametrize("first, second, stem", [("htdemucs", "roformer", "vocals"),
-                                                 ("roformer", "htdemucs", "no_vocals")])
-def test_each_step_is_its_model_alone_on_the_stem_before_and_the_stems_sum_to_the_song(
-        tmp_path, bags, song_path, first, second, stem):
+def test_each_step_is_its_model_alone_on_the_stem_before_and_the_stems_sum_to_the_song(tmp_path, bags, song_path):
+    """A RoFormer (its no_vocals a residual), then HT Demucs on that stem: HT Demucs reads the whole stem first
+    to normalise it, and has its `other` made the residual."""
+    first, second, stem = "roformer", "htdemucs", "no_vocals"
     labels: list = []
     chain = extended(bags[first], [ChainStep(second, stem)], bags.__getitem__)
     result = chained(chain, song_path, labels)

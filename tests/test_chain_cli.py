@@ -93,11 +93,11 @@ def test_the_api_runs_a_chain_too(repo):
     from stemsplit import load_model
     from stemsplit.errors import SettingsError
 
-    mix = tone(0.7, RATE).T
+    mix = tone(0.7, 44100).T
     separator = load_model("four", repo=repo, then=["vocals:two"], device="cpu", stems=["vocals.lead", "drums"])
-    separated = separator.separate((mix, RATE))
-    assert list(separated.stems) == ["vocals.lead", "drums"] and separated.sample_rate == RATE
-    whole = load_model("four", repo=repo, then=["vocals:two"], device="cpu").separate((mix, RATE)).stems
+    separated = separator.separate((mix, 44100))
+    assert list(separated.stems) == ["vocals.lead", "drums"] and separated.sample_rate == 44100
+    whole = load_model("four", repo=repo, then=["vocals:two"], device="cpu").separate((mix, 44100)).stems
     assert np.abs(sum(whole.values()) - mix).max() < 1e-5
     assert np.array_equal(whole["vocals.lead"], separated.stems["vocals.lead"])
     with pytest.raises(SettingsError, match="is not STEM:MODEL"):
