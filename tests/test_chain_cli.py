@@ -142,3 +142,38 @@ def test_a_catalogue_chain_runs_by_name_with_chain_or_n(tmp_path, song, monkeypa
         assert [path for path, _ in server.requests] == ["/four.safetensors", "/two.safetensors"]  # cached after
         listed = CliRunner().invoke(main, ["models", "duet"]).stdout.splitlines()
         assert "    step 2: two on the vocals (lead as lead, backing as backing)" in listed
+
+
+def test_a_chain_gets_one_progress_bar_per_step_named_and_all_removed(tmp_path, repo, song):
+    from stemsplit.audio import Encoding, open_song
+    from stemsplit.chain import then_chain
+    from stemsplit.registry import load_bag
+    from stemsplit.runner import Options, separate_song
+    from stemsplit.separation import Settings, decide
+
+    class Recorded:
+        """A progress display that keeps each bar's description and last (done, total)."""
+
+        def __init__(self):
+            self.tasks, self.removed = {}, []
+
+        def add_task(self, description, total):
+            self.tasks[len(self.tasks)] = [description, total]
+            return len(self.tasks) - 1
+
+        def update(self, task, completed, total):
+            self.tasks[task][1] = (completed, total)
+
+        def remove_task(self, task):
+            self.removed.append(task)
+
+    progress = Recorded()
+    chain = then_chain(load_bag("four", repo), ["vocals:two"], repo, print)
+    options = Options(decide(Settings(), "cpu"), Encoding(bit_depth=32, clip_mode="none"), 1, "add")
+    paths = {name: tmp_path / f"{name}.wav" for name in chain.stems}
+    with open_song(song, chain.samplerate) as opened:
+        separate_song("song.wav", opened, chain, paths, options, None, progress)
+    assert [description for description, _ in progress.tasks.values()] == ["song.wav: step 1/2 four",
+                                                                           "song.wav: step 2/2 two on vocals"]
+    assert all(done == total > 0 for _, (done, total) in progress.tasks.values()) and progress.removed == [0, 1]
+    assert np.abs(sum(read(path)[0] for path in paths.values()) - read(song)[0]).max() < 1e-5
