@@ -44,9 +44,12 @@ def _check_in_catalogue(plans: tuple[ChainStep, ...], first: str | None) -> None
     catalogue model), each step's stem is one the chain has there."""
     try:
         infos = [find_model(plan.model) for plan in plans]
-        head = find_model(first) if first else None
     except ModelError as error:
         raise click.BadParameter(str(error), param_hint="--then") from None
+    try:
+        head = find_model(first) if first else None
+    except ModelError:
+        return  # -n's own error, said when its model loads
     chains = [info.name for info in infos if info.is_chain]
     if chains:
         raise click.BadParameter(f"'{chains[0]}' is a chain; --then takes a model (add that chain's steps as "

@@ -177,3 +177,18 @@ def test_a_chain_gets_one_progress_bar_per_step_named_and_all_removed(tmp_path, 
                                                                            "song.wav: step 2/2 two on vocals"]
     assert all(done == total > 0 for _, (done, total) in progress.tasks.values()) and progress.removed == [0, 1]
     assert np.abs(sum(read(path)[0] for path in paths.values()) - read(song)[0]).max() < 1e-5
+
+
+@pytest.mark.parametrize("options, message", [
+    (("-n", "mel_band_roformer_kim", "--then", "drums:mel_band_roformer_karaoke_aufr33_viperx"),
+     "Invalid value for --then: step 2 takes a stem 'drums' that the chain does not have before it; it has vocals, "
+     "no_vocals"),
+    (("-n", "vocals_lead_backing_dereverb", "--then", "backing:nowhere"), "Invalid value for --then: unknown model"),
+    (("-n", "htdemucs", "--then", "vocals:vocals_lead_backing_dereverb"), "Invalid value for --then: "
+     "'vocals_lead_backing_dereverb' is a chain"),
+    (("--chain", "htdemucs"), "Invalid value for --chain: 'htdemucs' is a model, not a chain"),
+])
+def test_catalogue_chains_are_checked_before_any_model_loads(tmp_path, song, in_process, options, message):
+    """From the catalogue alone, offline: the usage exit code and one error line, before any model loads."""
+    result = in_process(song, *options, "-o", tmp_path / "out", tmp=tmp_path / "t")
+    assert result.returncode == 2 and error_lines(result.stderr)[0].startswith(f"error: {message}"), result.stderr
