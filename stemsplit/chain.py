@@ -10,7 +10,7 @@ next step's chunks (an HT Demucs step first reads the whole stem, to normalise i
 are written in step with the last step. Memory stays flat on a song of an hour; the disk holds each step's
 stems once. A VR step, like a VR model alone, takes its whole stem in one run (see chunking.WholeSong).
 
-A step's model without a residual stem (HT Demucs) gets one, its `other` (else its last stem) as the stem
+A step's model without a residual stem (HT Demucs, VR) gets one, its `other` (else its last stem) as the stem
 minus its other stems, so that every split of a stem sums to that stem and the final stems to the song.
 """
 
