@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .family import CatalogueFiles
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_BAG_SEGMENT = 176  # seconds: each network of the bag runs on chunks that long
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
         raise ModelError(f"{path}: `models:` must list model signatures")
     if segment is not None and segment <= 0:
         raise ModelError(f"{path}: `segment:` must be a positive number of seconds, not {segment}")
+    if segment is not None and segment > MAX_BAG_SEGMENT:
+        raise ModelError(f"{path}: `segment:` is {segment} seconds, more than the {MAX_BAG_SEGMENT} stemsplit allows "
+                         "(four times the longest published, the MDX bags' 44)")
     return signatures, shares, segment
 
 
