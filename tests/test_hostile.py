@@ -302,6 +302,21 @@ def test_load_model_refuses_what_it_would_drop(tmp_path, monkeypatch, arguments,
         stemsplit.load_model(**arguments, device="cpu")
 
 
+@pytest.mark.parametrize("checkpoint", ["x.th", "folder"])
+def test_load_model_takes_what_stands_alone_without_config_as_the_cli_does(tmp_path, in_process, checkpoint):
+    """A folder (Spleeter's) or a demucs package needs no config at either front door: both go on to look for
+    the files (here: a folder no family recognises, a package that is not there), a model error."""
+    import stemsplit
+
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / checkpoint
+    with pytest.raises(ModelError, match="no model family recognises|does not exist"):
+        stemsplit.load_model(checkpoint=path, device="cpu")
+    sf.write(tmp_path / "song.wav", np.zeros((441, 2)), 44100)
+    result = in_process("--checkpoint", path, tmp_path / "song.wav", "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    assert result.returncode == ModelError.exit_code and "go together" not in result.stderr, result.stderr
+
+
 # 11. Non-finite network output fails that input, naming the model, never silent stems
 
 def poisoned_checkpoint(tmp_path: Path, value: float) -> tuple[Path, Path]:
