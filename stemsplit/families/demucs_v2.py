@@ -93,7 +93,7 @@ def _local_bag(local: LocalFiles) -> Bag:
 def catalogue_bag(files: CatalogueFiles, klass: str) -> Bag:
     """An entry's released files: bare state dicts (demucs 2.0.3's pretrained files), each built as the
     network `klass` with the entry's `params` as its arguments, mixed with the shares the entry gives."""
-    from ..packages import _build as build_package
+    from ..packages import build_package
     from ..unpickling import load_restricted
 
     kwargs = dict(files.info.params)
