@@ -120,6 +120,16 @@ def _depth(value: Any) -> int:
     return 1 + max(map(_depth, value.values() if isinstance(value, dict) else value), default=0)
 
 
+def config_section(data: Any, name: str) -> dict:
+    """A section of an MSST-style config (`audio`, `model`, `training`, `inference`): a mapping, empty if absent."""
+    if not isinstance(data, dict):
+        raise ModelError("the config is not a mapping of sections")
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ModelError(f"the {name} section is not a mapping")
+    return section
+
+
 def load_fitting(network: torch.nn.Module, checkpoint: Path, what: str) -> None:
     """`checkpoint`'s weights into `network`, strict: a weight missing, unexpected or of another shape is
     a ModelError saying how many of each (`what` names the config's kind)."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..bounds import Bounds
-from ..checkpoint import load_fitting, read_yaml
+from ..checkpoint import config_section, load_fitting, read_yaml
 from ..chunking import PaddedChunks
 from ..errors import ModelError
 from ..family import CheckpointAndConfig, Family, LocalFiles
@@ -60,7 +60,8 @@ def read_config(path: Path) -> MdxcConfig:
 
 
 def _config(data: Any) -> MdxcConfig:
-    audio, model, training, inference = (_section(data, name) for name in ("audio", "model", "training", "inference"))
+    audio, model, training, inference = (config_section(data, name)
+                                         for name in ("audio", "model", "training", "inference"))
     sources = _sources(training)
     network = _network_config(audio, model, len(sources))
     config = MdxcConfig(network, sources, BOUNDS.integer(inference, "dim_t", "inference", minimum=2),
@@ -68,15 +69,6 @@ def _config(data: Any) -> MdxcConfig:
     _check_fit(config)
     _check_layers(config.network)
     return config
-
-
-def _section(data: Any, name: str) -> dict:
-    if not isinstance(data, dict):
-        raise ModelError("the config is not a mapping of sections")
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ModelError(f"the {name} section is not a mapping")
-    return section
 
 
 def _sources(training: dict) -> tuple[str, ...]:

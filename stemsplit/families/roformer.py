@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..bounds import Bounds
-from ..checkpoint import load_fitting, read_yaml
+from ..checkpoint import config_section, load_fitting, read_yaml
 from ..chunking import AlignedChunks
 from ..errors import ModelError
 from ..family import CheckpointAndConfig, Family, LocalFiles
@@ -78,7 +78,7 @@ def read_config(path: Path) -> CheckpointConfig:
 
 
 def _checkpoint_config(data: Any) -> CheckpointConfig:
-    sections = {name: _section(data, name) for name in ("audio", "model", "training", "inference")}
+    sections = {name: config_section(data, name) for name in ("audio", "model", "training", "inference")}
     model, training, inference = sections["model"], sections["training"], sections["inference"]
     sample_rate = _sample_rate(sections["audio"], model)
     network = _network_config({**model, "sample_rate": sample_rate})
@@ -103,15 +103,6 @@ def _checkpoint_config(data: Any) -> CheckpointConfig:
     if config.chunk_size < config.num_overlap:
         raise ModelError("inference.num_overlap is larger than a chunk")
     return config
-
-
-def _section(data: Any, name: str) -> dict:
-    if not isinstance(data, dict):
-        raise ModelError("the config is not a mapping of sections")
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ModelError(f"the {name} section is not a mapping")
-    return section
 
 
 def _sample_rate(audio: dict, model: dict) -> int:
