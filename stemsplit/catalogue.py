@@ -35,8 +35,9 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 class WeightFile:
     """One network's file (or an archive of files): on the Hub, pinned by SHA-256 or verified against the
     Hub's own when `sha256` is None; or at `urls` (a primary and mirrors of the same bytes), pinned by
-    `sha256` (and `size` where a page publishes it), or, where no page publishes them, verified at first download as far as `size` and
-    `sha256_prefix` (the first hex digits of its SHA-256 that its name carries) go, and recorded."""
+    `sha256` (and `size` where a page publishes it), or, where no page publishes them, verified at first
+    download as far as `size` and `sha256_prefix` (the first hex digits of its SHA-256 that its name
+    carries) go, and recorded."""
 
     name: str
     sha256: str | None = None
