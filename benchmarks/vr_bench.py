@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 import soundfile as sf
 import torch
 
-from bench import machine, sdr, stemsplit_exe, synthesise, timed
+from against_oracle import fastest_alternated, print_table, stemsplit_command
+from bench import machine, sdr, synthesise
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -68,16 +68,10 @@ def main() -> None:
         song = tmp / "song.wav"
         synthesise(song, args.seconds)
         commands = {
-            "stemsplit": [stemsplit_exe(), "--checkpoint", str(model), "--config", str(config), "-o",
-                          str(tmp / "out"), "-d", "cpu", "--bit-depth", "32", "--clip-mode", "none", "-q",
-                          *shlex.split(args.stemsplit_args), str(song)],
+            "stemsplit": stemsplit_command(model, config, tmp / "out", args.stemsplit_args, song),
             "oracle": [sys.executable, __file__, "--oracle", str(args.size), str(nout), str(model), str(song),
                        str(tmp / "oracle.wav")]}
-        runs = {name: [] for name in commands}
-        for _ in range(args.repeat):  # alternated, so that a busy spell of the machine hits both
-            for name, command in commands.items():
-                runs[name].append(timed(command, tmp / f"{name}.log"))
-        ours, oracle = (min(runs[name], key=lambda run: run.wall_s) for name in commands)
+        ours, oracle = fastest_alternated(commands, args.repeat, tmp)
         reference = sf.read(tmp / "oracle.wav", dtype="float32")[0]
         stem = sf.read(tmp / "out" / model.stem / "song" / "vocals.wav", dtype="float32")[0][: len(reference)]
         sf.write(tmp / "ours.wav", stem, 44100, subtype="FLOAT")
@@ -85,12 +79,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     shape = f"v5 size {args.size}" if args.size else f"v5.1 nout {nout}"
     print(f"vr ({shape}, {PARAMS}), {args.seconds} s input, stemsplit {args.stemsplit_args or 'float32'}")
-    print("| tool | wall s | s per s of audio | peak RSS MB | CPU s |\n| --- | --- | --- | --- | --- |")
-    for name, run in (("stemsplit", ours), ("audio-separator", oracle)):
-        print(f"| {name} | {run.wall_s:.1f} | {run.wall_s / args.seconds:.3f} | {run.peak_rss_mb:.0f} "
-              f"| {run.cpu_s:.1f} |")
-    print(f"ratio stemsplit/oracle: {ours.wall_s / oracle.wall_s:.2f} wall, {ours.cpu_s / oracle.cpu_s:.2f} CPU; "
-          f"vocals SDR vs oracle {score:.1f} dB")
+    print_table(ours, oracle, args.seconds, "vocals", score)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import soundfile as sf
 from .audio import open_song
 from .bag import OTHER_METHODS, Bag, output_names, pick_outputs
 from .errors import InputError, SettingsError
+from .family import config_unpaired
 from .files import temporary_prefix
 from .registry import load_bag
 from .runner import input_failure
@@ -144,8 +145,9 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
 
 
 def _check_model_choice(name: str | None, repo: object, checkpoint: object, config: object) -> None:
-    """As the CLI: `checkpoint` and `config` go together, and leave no model `name` or `repo` to drop."""
-    if (checkpoint is None) != (config is None):
+    """As the CLI: `checkpoint` and `config` go together (but for files that stand alone), and leave no model
+    `name` or `repo` to drop."""
+    if config_unpaired(_path(checkpoint), _path(config)):
         raise SettingsError("checkpoint and config go together")
     if checkpoint is not None and (name is not None or repo is not None):
         raise SettingsError("give either checkpoint with config, or a model name and/or repo")

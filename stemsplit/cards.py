@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-JOBS = ("four-stems", "six-stems", "vocals", "instrumental", "karaoke", "de-reverb", "de-echo", "de-noise",
-        "query")
+JOBS = ("four-stems", "five-stems", "six-stems", "vocals", "instrumental", "karaoke", "de-reverb", "de-echo",
+        "de-noise", "query")
 MEAN = "mean"  # a score averaged over the stems, where a publisher gives only that or gives it too
 
 

@@ -37,13 +37,14 @@ COMMIT_PATTERN = re.compile(r"[0-9a-f]{40}")
 class WeightFile:
     """One network's file (or an archive of files): on the Hub, pinned by SHA-256 or verified against the
     Hub's own when `sha256` is None; or at `urls` (a primary and mirrors of the same bytes), pinned by
-    `sha256` and `size`, or, where no page publishes them, verified at first download as far as `size` and
-    `sha256_prefix` (the first hex digits of its SHA-256 that its name carries) go, and recorded."""
+    `sha256` (and `size` where a page publishes it), or, where no page publishes them, verified at first
+    download as far as `size` and `sha256_prefix` (the first hex digits of its SHA-256 that its name
+    carries) go, and recorded."""
 
     name: str
     sha256: str | None = None
     urls: tuple[str, ...] = ()
-    size: int | None = None  # bytes to download: required for URL files, published where known for the Hub's
+    size: int | None = None  # bytes to download, where a page publishes them
     sha256_prefix: str | None = None  # URL files without a sha256: what their SHA-256 begins with, if known
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
@@ -288,8 +289,6 @@ def _prefix_agrees(file: WeightFile) -> bool:
 
 
 def _url_file_problem(file: WeightFile) -> str | None:
-    if file.sha256 is not None and file.size is None:
-        return "a file from urls pinned by its sha256 needs its size in bytes too"
     if "/" in file.name or "\\" in file.name or file.name.startswith("."):
         return "a file from urls needs a plain file name"
     for url in file.urls:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ STATE_KEYS = ("state", "state_dict", "model_state_dict", "model")
 MAX_YAML_BYTES = 1 << 20
 MAX_YAML_DEPTH = 32
 MAX_YAML_NODES = 100_000
+# A JSON file (UVR's model parameters, Spleeter's configs: under 2 KB, 3 deep) is bounded the same way.
+MAX_JSON_BYTES = 1 << 16
+MAX_JSON_DEPTH = 32
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -62,23 +66,68 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return sizes[id(node)]
 
 
+def read_text(path: Path, kind: str, limit: int) -> str:
+    """The UTF-8 text of a file (a `kind`) of at most `limit` bytes, no more of it read; an unreadable,
+    oversized or undecodable file is a ModelError naming it."""
+    try:
+        with open(path, "rb") as file:
+            content = file.read(limit + 1)
+    except OSError as error:
+        raise ModelError(f"cannot read {path}: {error.strerror}") from error
+    if len(content) > limit:
+        raise ModelError(f"{path} is not a valid {kind}: it is larger than {_size(limit)}")
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ModelError(f"{path} is not a valid {kind}: it is not UTF-8 text (byte {error.start})") from error
+
+
+def _size(limit: int) -> str:
+    return f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit >> 10} KiB"
+
+
 def read_yaml(path: Path, kind: str = "model config") -> Any:
     """The data of a YAML file (a `kind`); an unreadable, undecodable, oversized or invalid file
     is a ModelError naming it."""
+    text = read_text(path, kind, MAX_YAML_BYTES)
     try:
-        with open(path, "rb") as file:
-            content = file.read(MAX_YAML_BYTES + 1)
-    except OSError as error:
-        raise ModelError(f"cannot read {path}: {error.strerror}") from error
-    if len(content) > MAX_YAML_BYTES:
-        raise ModelError(f"{path} is not a valid {kind}: it is larger than {MAX_YAML_BYTES >> 20} MiB")
-    try:
-        return yaml.load(content.decode("utf-8"), Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
-    except UnicodeDecodeError as error:
-        raise ModelError(f"{path} is not a valid {kind}: it is not UTF-8 text (byte {error.start})") from error
+        return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - ConfigLoader is a SafeLoader
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
         raise ModelError(f"{path} is not a valid {kind}: {problem}") from error
+
+
+def read_json(path: Path, kind: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """The data of a JSON file (a `kind`) of at most `limit` bytes, nested at most MAX_JSON_DEPTH deep;
+    anything else is a ModelError naming it."""
+    text = read_text(path, kind, limit)
+    try:
+        data = json.loads(text)
+        too_deep = _depth(data) > MAX_JSON_DEPTH
+    except json.JSONDecodeError as error:
+        raise ModelError(f"{path} is not a valid {kind}: {error}") from None
+    except RecursionError:  # json's own limit, far deeper than ours
+        too_deep = True
+    if too_deep:
+        raise ModelError(f"{path} is not a valid {kind}: it nests deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How many lists and objects deep `value` nests."""
+    if not isinstance(value, (dict, list)):
+        return 0
+    return 1 + max(map(_depth, value.values() if isinstance(value, dict) else value), default=0)
+
+
+def config_section(data: Any, name: str) -> dict:
+    """A section of an MSST-style config (`audio`, `model`, `training`, `inference`): a mapping, empty if absent."""
+    if not isinstance(data, dict):
+        raise ModelError("the config is not a mapping of sections")
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise ModelError(f"the {name} section is not a mapping")
+    return section
 
 
 def load_fitting(network: torch.nn.Module, checkpoint: Path, what: str) -> None:

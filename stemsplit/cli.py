@@ -18,6 +18,7 @@ import click
 
 from . import __version__
 from .errors import OutputError, SettingsError, StemsplitError
+from .family import config_unpaired
 from .files import temporary_prefix
 from .limits import MAX_OVERLAP, MAX_SHIFTS
 from .cards import JOBS
@@ -192,11 +193,7 @@ class ModelChoice:
     then: tuple[str, ...] = ()  # --then STEM:MODEL: a chain
 
     def check(self) -> None:
-        # A folder (one checkpoint per instrument, as Spleeter's) or a demucs package (.th, which names its
-        # network) may stand alone; any other file needs its config.
-        stands_alone = self.checkpoint is not None and (self.checkpoint.is_dir() or self.checkpoint.suffix == ".th")
-        needs_config = self.checkpoint is not None and not stands_alone
-        if (self.config is not None and self.checkpoint is None) or (needs_config and self.config is None):
+        if config_unpaired(self.checkpoint, self.config):
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")

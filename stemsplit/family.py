@@ -62,6 +62,19 @@ class LocalFiles:
         return f"{self.checkpoint.resolve()}:{','.join(digests)}:{config}"
 
 
+def stands_alone(checkpoint: Path) -> bool:
+    """Whether `--checkpoint PATH` is whole without a config, by its layout alone (both front doors decide it
+    before torch loads): a folder (Spleeter's checkpoints) or a demucs package (`.th`, naming its network)."""
+    return checkpoint.is_dir() or checkpoint.suffix.lower() == ".th"
+
+
+def config_unpaired(checkpoint: Path | None, config: Path | None) -> bool:
+    """Whether a config comes without a checkpoint, or a checkpoint that needs one without it."""
+    if checkpoint is None:
+        return config is not None
+    return config is None and not stands_alone(checkpoint)
+
+
 _DIGESTS: dict[tuple[Path, int, int, int], str] = {}  # (path, size, mtime, ctime) -> SHA-256: hashed once
 
 

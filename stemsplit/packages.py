@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .family import CatalogueFiles
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")
+MAX_BAG_SEGMENT = 176  # seconds: each network of the bag runs on chunks that long
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def load_safetensors(path: Path) -> Network:
         kwargs = json.loads(metadata["kwargs"], object_hook=_decode_fraction)
     except (KeyError, TypeError, ValueError) as error:  # ValueError: invalid JSON, or an unbounded fraction
         raise ModelError(f"{path} does not describe its model (klass, args, kwargs)") from error
-    return _build(klass, args, kwargs, state, path)
+    return build_package(klass, args, kwargs, state, path)
 
 
 def _decode_fraction(value: dict[str, Any]) -> Any:
@@ -86,10 +87,12 @@ def load_legacy(path: Path) -> Network:
         raise ModelError(f"{path} does not name the reference class of its model")
     if not isinstance(package["state"], dict) or package["state"].get("__quantized"):
         raise ModelError(f"{path} holds a quantized model, which stemsplit does not support")
-    return _build(package["klass"].qualified, package["args"], package["kwargs"], package["state"], path)
+    return build_package(package["klass"].qualified, package["args"], package["kwargs"], package["state"], path)
 
 
-def _build(klass: str, args: Any, kwargs: Any, state: dict[str, torch.Tensor], path: Path) -> Network:
+def build_package(klass: str, args: Any, kwargs: Any, state: dict[str, torch.Tensor], path: Path) -> Network:
+    """The network of class `klass` built from a package's arguments (bounded by its family's builder), with
+    `state` loaded strict, float32, eval mode; problems are ModelErrors naming `path`."""
     build = package_builder(klass)
     if build is None:
         raise ModelError(f"{path} holds a {klass} model; stemsplit runs {', '.join(package_classes())} models only")
@@ -196,6 +199,9 @@ def _read_bag_file(path: Path) -> tuple[list[str], list[list[float]] | None, Fra
         raise ModelError(f"{path}: `models:` must list model signatures")
     if segment is not None and segment <= 0:
         raise ModelError(f"{path}: `segment:` must be a positive number of seconds, not {segment}")
+    if segment is not None and segment > MAX_BAG_SEGMENT:
+        raise ModelError(f"{path}: `segment:` is {segment} seconds, more than the {MAX_BAG_SEGMENT} stemsplit allows "
+                         "(four times the longest published, the MDX bags' 44)")
     return signatures, shares, segment
 
 

@@ -1,6 +1,7 @@
 """Where a catalogue file comes from: the Hugging Face Hub (hub.py), or plain URLs.
 
-A URL file is pinned by its SHA-256 and size; its `urls` (a primary and mirrors) are tried in
+A URL file is pinned by its SHA-256 (and its size, where a page publishes it: without it the download is
+bounded by MAX_UNPINNED_BYTES and the SHA-256 decides); its `urls` (a primary and mirrors) are tried in
 order, since the same bytes are the same file wherever they come from. Where no page publishes its
 SHA-256, its first complete download is checked as far as the catalogue can (its size, the first hex
 digits of its SHA-256 that its name carries) and its SHA-256 and size are recorded in the cache's
@@ -162,7 +163,7 @@ def _verified_download(info: ModelInfo, file: WeightFile, path: Path, announceme
     if not path.is_file():
         _download(info, file, path, announcement)
         return path
-    if path.stat().st_size != file.size or sha256_of(path) != file.sha256:
+    if file.size not in (None, path.stat().st_size) or sha256_of(path) != file.sha256:
         _remove(path)
         raise ModelError(f"{file.name} of model '{info.name}' in the cache was corrupt (sha256 mismatch); "
                          "the bad file was removed, run again to re-download")

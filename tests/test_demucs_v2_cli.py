@@ -134,11 +134,14 @@ def test_a_package_that_would_run_code_is_refused_and_runs_nothing(tmp_path, pac
 
 
 @pytest.mark.parametrize("kind, kwargs, words", [
-    ("demucs", {"channels": 10**9}, "channels must be from 1 to 256"),
-    ("demucs", {"channels": 200, "depth": 8}, "widest layer"),
-    ("demucs", {"lstm_layers": 2.5}, "lstm_layers must be a number"),
+    ("demucs", {"channels": 10**9}, "channels is 1000000000, more than the 256 stemsplit allows"),
+    ("demucs", {"depth": 10**9}, "depth is 1000000000, more than the 8 stemsplit allows"),
+    ("demucs", {"depth": 8}, r"stride \*\* depth is 65536, more than the 16384"),
+    ("demucs", {"channels": 256, "growth": 4.0}, "weights, more than the 532,000,000 stemsplit allows"),
+    ("demucs", {"lstm_layers": 2.5}, "lstm_layers must be an integer of at least 0"),
     ("demucs", {"sources": []}, "sources must be 1 to 32 distinct names"),
-    ("tasnet", {"H": 10**7}, "H must be from 1 to 2048"),
+    ("tasnet", {"H": 10**7}, "H is 10000000, more than the 2048 stemsplit allows"),
+    ("tasnet", {"X": 40}, "X is 40, more than the 16 stemsplit allows"),
     ("tasnet", {"P": 4}, "P must be odd"),
 ])
 def test_package_arguments_are_bounded_before_building(tmp_path, packages, kind, kwargs, words):
@@ -156,7 +159,7 @@ def test_a_bad_package_is_one_error_line_from_the_command(tmp_path, packages, so
     result = stemsplit("--checkpoint", tmp_path / "big.th", song, "-o", tmp_path, cwd=tmp_path)
     assert result.returncode == ModelError.exit_code, result.stderr
     assert len(error_lines(result.stderr)) == 1
-    assert "channels must be from 1 to 256" in error_lines(result.stderr)[0]
+    assert "channels is 1000000000, more than the 256 stemsplit allows" in error_lines(result.stderr)[0]
 
 
 # The catalogue's demucs 2.0.3 files: bare state dicts at URLs, verified by the SHA-256 prefix their names carry

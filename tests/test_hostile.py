@@ -229,8 +229,9 @@ def test_the_published_configs_are_within_the_bounds():
     from stemsplit.families import mdxc, roformer
 
     entries = [info for info in read_catalogue().values() if info.config]
-    dims = [roformer.read_config(CONFIGS / info.config).network.dim for info in entries if "roformer" in info.family]
-    assert sorted(dims) == [384, 384, 384, 512]
+    networks = [roformer.read_config(CONFIGS / info.config).network for info in entries if "roformer" in info.family]
+    assert len(networks) == 8 and max(network.dim for network in networks) == 512  # viperx's: the bounds' measure
+    assert max(network.depth for network in networks) == 12 and max(network.num_stems for network in networks) == 6
     [mdx23c] = [mdxc.read_config(CONFIGS / info.config) for info in entries if info.family == "mdx23c"]
     assert mdx23c.network.n_fft == 8192 and mdx23c.sources == ("vocals", "instrumental")
 
@@ -300,6 +301,21 @@ def test_load_model_refuses_what_it_would_drop(tmp_path, monkeypatch, arguments,
     monkeypatch.setenv("HF_HOME", str(tmp_path))  # nothing cached: no model may load in its place
     with pytest.raises(SettingsError, match=message):
         stemsplit.load_model(**arguments, device="cpu")
+
+
+@pytest.mark.parametrize("checkpoint", ["x.th", "folder"])
+def test_load_model_takes_what_stands_alone_without_config_as_the_cli_does(tmp_path, in_process, checkpoint):
+    """A folder (Spleeter's) or a demucs package needs no config at either front door: both go on to look for
+    the files (here: a folder no family recognises, a package that is not there), a model error."""
+    import stemsplit
+
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / checkpoint
+    with pytest.raises(ModelError, match="no model family recognises|does not exist"):
+        stemsplit.load_model(checkpoint=path, device="cpu")
+    sf.write(tmp_path / "song.wav", np.zeros((441, 2)), 44100)
+    result = in_process("--checkpoint", path, tmp_path / "song.wav", "-o", tmp_path / "out", tmp=tmp_path / "tmp")
+    assert result.returncode == ModelError.exit_code and "go together" not in result.stderr, result.stderr
 
 
 # 11. Non-finite network output fails that input, naming the model, never silent stems

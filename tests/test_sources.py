@@ -317,7 +317,7 @@ def test_a_hostile_archive_is_refused_and_leaves_nothing(cache, server, case, tm
 
 # The catalogue format and the command
 
-def test_url_entries_need_their_sha256_size_and_http_urls(tmp_path):
+def test_url_entries_need_http_urls_and_take_a_size_where_one_is_published(tmp_path):
     entry = """default = "tiny"
 [tiny]
 family = "htdemucs"
@@ -332,7 +332,10 @@ urls = ["https://example.org/w.safetensors", "https://mirror.example.org/w.safet
     (tmp_path / "good.toml").write_text(entry + pinned)
     [file] = read_catalogue(tmp_path / "good.toml")["tiny"].files
     assert file.urls == ("https://example.org/w.safetensors", "https://mirror.example.org/w.safetensors")
-    for broken, problem in [(entry + f'sha256 = "{SHA256}"\n', "pinned by its sha256 needs its size"),
+    (tmp_path / "unsized.toml").write_text(entry + f'sha256 = "{SHA256}"\n')  # the SHA-256 alone pins it
+    [file] = read_catalogue(tmp_path / "unsized.toml")["tiny"].files
+    assert (file.sha256, file.size) == (SHA256, None)
+    for broken, problem in [(entry + f'sha256 = "{SHA256}"\nsize = 0\n', "size must be a positive whole number"),
                             (entry + 'sha256_prefix = "ABC"\n', "sha256_prefix is for files from urls"),
                             (entry + pinned + 'sha256_prefix = "abc"\n', "digits that begin its sha256"),
                             (entry.replace("https://example", "file:///example") + pinned, "is not an http"),

@@ -12,62 +12,46 @@ from __future__ import annotations
 import pickle
 import pickletools
 import zipfile
-from dataclasses import fields
 from pathlib import Path
 from typing import IO, Any
 
 from ..bag import Bag, mixed_bag
+from ..bounds import REACH, SHORTEST, Bounds
 from ..errors import ModelError
 from ..family import CatalogueFiles, Family, LocalFiles
 from ..networks.demucs_v2 import ConvTasNet, ConvTasNetConfig, DemucsV2, DemucsV2Config
 
 DEMUCS_CLASS, TASNET_CLASS = "demucs.model.Demucs", "demucs.tasnet.ConvTasNet"
-# Upper bounds on every size a package gives, checked before anything is built: about four times the
-# largest released network (demucs: 64 channels, depth 6, 2 LSTM layers, context 3, 40 s segments;
-# tasnet: N 256, L 20, B 256, H 512, X 10, R 4, 8 s segments).
-DEMUCS_LIMITS = {
-    "audio_channels": 8, "channels": 256, "depth": 8, "kernel_size": 32, "stride": 16, "growth": 4.0,
+# Bounds on every size a package gives, checked before anything is built: about four times each size and twice
+# the weights of the largest released network (demucs: 64 channels, depth 6, 2 LSTM layers, context 3, 40 s
+# segments, 265,679,496 weights; tasnet: N 256, L 20, B 256, H 512, X 10, R 4, 8 s segments, 10,977,872 weights).
+DEMUCS_BOUNDS = Bounds({
+    "audio_channels": 8, "channels": 256, "depth": 8, "kernel_size": 32, "stride": 16, REACH: 16384, "growth": 4.0,
     "lstm_layers": 8, "context": 12, "samplerate": 192000, "segment_length": 4 * 40 * 192000,
-}
-TASNET_LIMITS = {
-    "N": 1024, "L": 80, "B": 1024, "H": 2048, "P": 13, "X": 40, "R": 16, "audio_channels": 8,
+}, "about four times the sizes and twice the weights of the largest released Demucs v2",
+    minima={"lstm_layers": 0, "growth": 1.0, **SHORTEST}, numbers=frozenset({"growth"}), weights=532_000_000)
+# X: blocks per repeat, whose dilations double up to 2 ** (X - 1): 16 keeps them at 32768 samples.
+TASNET_BOUNDS = Bounds({
+    "N": 1024, "L": 80, "B": 1024, "H": 2048, "P": 13, "X": 16, "R": 16, "audio_channels": 8,
     "samplerate": 192000, "segment_length": 4 * 8 * 192000,
-}
-MINIMUMS = {"lstm_layers": 0, "L": 2, "growth": 1.0}  # every other bounded size is at least 1
-MAX_SOURCES = 32
-MAX_BOTTOM_CHANNELS = 8192  # the widest layer, channels * growth ** (depth - 1): 2048 released
+}, "about four times the sizes and twice the weights of the largest released Conv-TasNet", minima={"L": 2, **SHORTEST},
+    weights=22_000_000)
 PICKLES_BEFORE_PACKAGE = 4  # a legacy torch file holds a few small pickles before its package
 
 
-def bounded(config: Any, limits: dict[str, float]) -> Any:
-    """`config` if every size in `limits` is a number in its range and the sources are few, distinct names."""
-    for field in fields(config):
-        if field.name in limits:
-            value, kind = getattr(config, field.name), float if field.name == "growth" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-                raise ModelError(f"{field.name} must be a number, not {value!r}")
-            if not MINIMUMS.get(field.name, 1) <= value <= limits[field.name]:
-                raise ModelError(f"{field.name} must be from {MINIMUMS.get(field.name, 1)} to "
-                                 f"{limits[field.name]}, got {value}")
-    sources = config.sources
-    if not 0 < len(sources) <= MAX_SOURCES or len(set(sources)) != len(sources) or \
-            not all(isinstance(source, str) for source in sources):
-        raise ModelError(f"sources must be 1 to {MAX_SOURCES} distinct names")
+def build_demucs(args: tuple, kwargs: dict[str, Any]) -> DemucsV2:
+    return DEMUCS_BOUNDS.build(args, kwargs, DemucsV2Config.from_reference, DemucsV2)
+
+
+def tasnet_config(*args: object, **kwargs: object) -> ConvTasNetConfig:
+    config = ConvTasNetConfig.from_reference(*args, **kwargs)
+    if config.P % 2 == 0:
+        raise ModelError(f"P must be odd (the blocks keep their length), got {config.P}")
     return config
 
 
-def build_demucs(args: tuple, kwargs: dict[str, Any]) -> DemucsV2:
-    config = bounded(DemucsV2Config.from_reference(*args, **kwargs), DEMUCS_LIMITS)
-    if config.channels * config.growth ** (config.depth - 1) > MAX_BOTTOM_CHANNELS:
-        raise ModelError(f"its widest layer would have more than {MAX_BOTTOM_CHANNELS} channels")
-    return DemucsV2(config)
-
-
 def build_tasnet(args: tuple, kwargs: dict[str, Any]) -> ConvTasNet:
-    config = bounded(ConvTasNetConfig.from_reference(*args, **kwargs), TASNET_LIMITS)
-    if config.P % 2 == 0:
-        raise ModelError(f"P must be odd (the blocks keep their length), got {config.P}")
-    return ConvTasNet(config)
+    return TASNET_BOUNDS.build(args, kwargs, tasnet_config, ConvTasNet)
 
 
 def package_class(path: Path) -> str | None:
@@ -109,7 +93,7 @@ def _local_bag(local: LocalFiles) -> Bag:
 def catalogue_bag(files: CatalogueFiles, klass: str) -> Bag:
     """An entry's released files: bare state dicts (demucs 2.0.3's pretrained files), each built as the
     network `klass` with the entry's `params` as its arguments, mixed with the shares the entry gives."""
-    from ..packages import _build as build_package
+    from ..packages import build_package
     from ..unpickling import load_restricted
 
     kwargs = dict(files.info.params)

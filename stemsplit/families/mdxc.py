@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import load_fitting, read_yaml
+from ..bounds import Bounds
+from ..checkpoint import config_section, load_fitting, read_yaml
 from ..chunking import PaddedChunks
 from ..errors import ModelError
 from ..family import CheckpointAndConfig, Family, LocalFiles
@@ -29,11 +30,11 @@ MODEL_KEYS = ("num_subbands", "num_scales", "num_blocks_per_scale", "num_channel
 # Upper bounds on every size a config gives, checked before anything is built from it: about four times the
 # largest published MDX23C (UVR's MDX23C-8KFFT-InstVoc_HQ: n_fft 8192, dim_f 4096, dim_t 256, 128 channels,
 # growth 128, 5 scales, 4 subbands; aufr33 and jarredou's DrumSep: 6 stems).
-LIMITS = {
+BOUNDS = Bounds({
     "n_fft": 32768, "hop_length": 8192, "dim_f": 16384, "sample_rate": 192000, "num_channels": 512, "growth": 512,
     "num_scales": 8, "num_blocks_per_scale": 8, "num_subbands": 16, "bottleneck_factor": 64, "scale": 8,
     "dim_t": 1024, "num_overlap": 32, "stems": 32,
-}
+}, "about four times the largest published MDX23C")
 DEFAULT_NUM_OVERLAP = 8  # what audio-separator uses when `inference` has no num_overlap
 SHORT_SONG_FRAMES = 256  # audio-separator's segment size for songs under 10 seconds
 STEREO = 2  # the network's inverse STFT assumes two channels
@@ -59,23 +60,15 @@ def read_config(path: Path) -> MdxcConfig:
 
 
 def _config(data: Any) -> MdxcConfig:
-    audio, model, training, inference = (_section(data, name) for name in ("audio", "model", "training", "inference"))
+    audio, model, training, inference = (config_section(data, name)
+                                         for name in ("audio", "model", "training", "inference"))
     sources = _sources(training)
     network = _network_config(audio, model, len(sources))
-    config = MdxcConfig(network, sources, _integer(inference, "dim_t", "inference", minimum=2),
-                        _integer({"num_overlap": DEFAULT_NUM_OVERLAP, **inference}, "num_overlap", "inference"))
+    config = MdxcConfig(network, sources, BOUNDS.integer(inference, "dim_t", "inference", minimum=2),
+                        BOUNDS.integer({"num_overlap": DEFAULT_NUM_OVERLAP, **inference}, "num_overlap", "inference"))
     _check_fit(config)
     _check_layers(config.network)
     return config
-
-
-def _section(data: Any, name: str) -> dict:
-    if not isinstance(data, dict):
-        raise ModelError("the config is not a mapping of sections")
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ModelError(f"the {name} section is not a mapping")
-    return section
 
 
 def _sources(training: dict) -> tuple[str, ...]:
@@ -86,8 +79,8 @@ def _sources(training: dict) -> tuple[str, ...]:
     if target is not None and not isinstance(target, str):
         raise ModelError("training.target_instrument must be a stem name")
     names = [name.lower() for name in ([target] if target else instruments)]  # file names: Vocals -> vocals.wav
-    if len(set(names)) < len(names) or len(names) > LIMITS["stems"]:
-        raise ModelError(f"training.instruments must name distinct stems, at most {LIMITS['stems']}")
+    if len(set(names)) < len(names) or len(names) > BOUNDS.maxima["stems"]:
+        raise ModelError(f"training.instruments must name distinct stems, at most {BOUNDS.maxima['stems']}")
     return tuple(names)
 
 
@@ -98,34 +91,24 @@ def _network_config(audio: dict, model: dict, stems: int) -> TfcTdfConfig:
         raise ModelError(f"model.{unknown[0]} is not supported")
     if audio.get("num_channels", STEREO) != STEREO:
         raise ModelError(f"audio.num_channels must be {STEREO}: MDX23C networks are stereo")
-    values = {key: _integer(audio, key, "audio") for key in AUDIO_KEYS}
-    values |= {key: _integer(model, key, "model") for key in MODEL_KEYS}
+    values = {key: BOUNDS.integer(audio, key, "audio") for key in AUDIO_KEYS}
+    values |= {key: BOUNDS.integer(model, key, "model") for key in MODEL_KEYS}
     return TfcTdfConfig(**values, scale=_scale(model), num_stems=stems, norm=_choice(model, "norm", None),
                         act=_choice(model, "act", "gelu"),
-                        sample_rate=_integer({"sample_rate": 44100, **audio}, "sample_rate", "audio"))
+                        sample_rate=BOUNDS.integer({"sample_rate": 44100, **audio}, "sample_rate", "audio"))
 
 
 def _scale(model: dict) -> tuple[int, int]:
     scale = model.get("scale")
     if not isinstance(scale, (list, tuple)) or len(scale) != 2:
         raise ModelError("model.scale must be two integers (time, frequency)")
-    return tuple(_integer({"scale": factor}, "scale", "model") for factor in scale)
+    return tuple(BOUNDS.integer({"scale": factor}, "scale", "model") for factor in scale)
 
 
 def _choice(model: dict, key: str, default: str | None) -> str | None:
     value = model.get(key, default)
     if value is not None and not isinstance(value, str):
         raise ModelError(f"model.{key} must be a name, not {reprlib.repr(value)}")
-    return value
-
-
-def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> int:
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {reprlib.repr(value)}")
-    if value > LIMITS[key]:
-        raise ModelError(f"{section_name}.{key} is {reprlib.repr(value)}, more than the {LIMITS[key]} stemsplit "
-                         "allows (about four times the largest published MDX23C)")
     return value
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import load_fitting, read_yaml
+from ..bounds import Bounds
+from ..checkpoint import config_section, load_fitting, read_yaml
 from ..chunking import AlignedChunks
 from ..errors import ModelError
 from ..family import CheckpointAndConfig, Family, LocalFiles
@@ -37,12 +38,12 @@ MASK_ESTIMATOR_DEPTH = {"bs_roformer": 2, "mel_band_roformer": 1}
 # Upper bounds on every size a config gives, checked before anything is built or sized from it: about four
 # times the largest published config (viperx's BS-RoFormer ep 317: dim 512, depth 12, 62 bands, stft_n_fft
 # 2048, num_overlap 4; unwa's Mel-Band RoFormer inst: dim_t 1101, 60 bands; 6 stems in BS-RoFormer SW).
-LIMITS = {
+BOUNDS = Bounds({
     "dim": 2048, "depth": 48, "time_transformer_depth": 8, "freq_transformer_depth": 8, "heads": 64,
     "dim_head": 256, "mlp_expansion_factor": 16, "mask_estimator_depth": 8, "num_stems": 32, "num_bands": 512,
     "stft_n_fft": 16384, "stft_hop_length": 8192, "stft_win_length": 16384, "sample_rate": 192000,
     "dim_t": 8192, "num_overlap": 32,
-}
+}, "about four times the largest published RoFormer")
 DEFAULT_SAMPLE_RATE = 44100
 DEFAULT_NUM_OVERLAP = 8  # what audio-separator uses when `inference` has no num_overlap
 
@@ -77,7 +78,7 @@ def read_config(path: Path) -> CheckpointConfig:
 
 
 def _checkpoint_config(data: Any) -> CheckpointConfig:
-    sections = {name: _section(data, name) for name in ("audio", "model", "training", "inference")}
+    sections = {name: config_section(data, name) for name in ("audio", "model", "training", "inference")}
     model, training, inference = sections["model"], sections["training"], sections["inference"]
     sample_rate = _sample_rate(sections["audio"], model)
     network = _network_config({**model, "sample_rate": sample_rate})
@@ -94,8 +95,8 @@ def _checkpoint_config(data: Any) -> CheckpointConfig:
     config = CheckpointConfig(
         family=network.family, network=network, sample_rate=sample_rate,
         instruments=tuple(instruments), target_instrument=target,
-        dim_t=_integer(inference, "dim_t", "inference", minimum=2),
-        num_overlap=_integer({"num_overlap": DEFAULT_NUM_OVERLAP, **inference}, "num_overlap", "inference"))
+        dim_t=BOUNDS.integer(inference, "dim_t", "inference", minimum=2),
+        num_overlap=BOUNDS.integer({"num_overlap": DEFAULT_NUM_OVERLAP, **inference}, "num_overlap", "inference"))
     if network.num_stems != len(config.sources):
         raise ModelError(f"model.num_stems is {network.num_stems} but the config names "
                          f"{len(config.sources)} output stems ({', '.join(config.sources)})")
@@ -104,17 +105,8 @@ def _checkpoint_config(data: Any) -> CheckpointConfig:
     return config
 
 
-def _section(data: Any, name: str) -> dict:
-    if not isinstance(data, dict):
-        raise ModelError("the config is not a mapping of sections")
-    section = data.get(name, {})
-    if not isinstance(section, dict):
-        raise ModelError(f"the {name} section is not a mapping")
-    return section
-
-
 def _sample_rate(audio: dict, model: dict) -> int:
-    rates = {_integer(section, "sample_rate", name) for section, name in ((audio, "audio"), (model, "model"))
+    rates = {BOUNDS.integer(section, "sample_rate", name) for section, name in ((audio, "audio"), (model, "model"))
              if "sample_rate" in section}
     if len(rates) > 1:
         raise ModelError("audio.sample_rate and model.sample_rate differ")
@@ -138,22 +130,12 @@ def _network_config(model: dict) -> RoformerConfig:
         elif key == "freqs_per_bands":
             values[key] = _band_widths(model[key])
         else:
-            values[key] = _integer(model, key, "model")
+            values[key] = BOUNDS.integer(model, key, "model")
     network = RoformerConfig(**values)
     if "dim_freqs_in" in model and model["dim_freqs_in"] != network.freqs:
         raise ModelError(f"model.dim_freqs_in is {reprlib.repr(model['dim_freqs_in'])} but stft_n_fft "
                          f"{network.stft_n_fft} gives {network.freqs} frequencies")
     return network
-
-
-def _integer(section: dict, key: str, section_name: str, minimum: int = 1) -> int:
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ModelError(f"{section_name}.{key} must be an integer of at least {minimum}, not {reprlib.repr(value)}")
-    if value > LIMITS[key]:
-        raise ModelError(f"{section_name}.{key} is {reprlib.repr(value)}, more than the {LIMITS[key]} stemsplit "
-                         "allows (about four times the largest published RoFormer)")
-    return value
 
 
 def _boolean(section: dict, key: str) -> bool:

@@ -17,7 +17,6 @@ instruments (2, 4 or 5 files). Segments go over a song as `FrameSegments` (chunk
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -188,10 +187,9 @@ def _tf_config(prefix: Path, instruments: int) -> SpleeterConfig:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        params = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ModelError(f"cannot read {path}: {error}") from None
+    from ..checkpoint import read_json
+
+    params = read_json(path, "spleeter configuration")
     if not isinstance(params, dict) or "instrument_list" not in params:
         raise ModelError(f"{path} is not a spleeter configuration (no instrument_list)")
     return params

@@ -10,13 +10,12 @@ file's size). What the two stems are called comes from the JSON's optional `prim
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..checkpoint import read_state_dict
+from ..checkpoint import read_json, read_state_dict
 from ..chunking import WholeSong
 from ..errors import ModelError
 from ..family import CheckpointAndConfig, Family, LocalFiles
@@ -31,31 +30,21 @@ PAIRS = {"Vocals": "Instrumental", "Instrumental": "Vocals", "lead_only": "backi
 NON_ACCOMPANIMENT = ("Vocals", "Other", "Bass", "Drums", "Guitar", "Piano", "Synthesizer", "Strings", "Woodwinds",
                      "Brass", "Wind Inst")
 
-MAX_JSON_BYTES = 1 << 16  # the largest of UVR's model-parameter files is under 2 KB
 # Bounds far above UVR's files (at most 4 bands, n_fft 2048 per band, 1024 or 1280 bins, 48 kHz).
 LIMITS = {"bands": 8, "bins": 4096, "rate": 192000, "n_fft": 16384, "hl": 8192}
 RESAMPLERS = ("polyphase", "sinc_best", "sinc_medium", "sinc_fastest")
 
 
 def read_params(path: Path) -> BandParams:
+    data = _json(path)
     try:
-        return params_from(_json(path))
+        return params_from(data)
     except ModelError as error:
         raise ModelError(f"{path}: {error}") from error
 
 
 def _json(path: Path) -> Any:
-    try:
-        with open(path, "rb") as file:
-            content = file.read(MAX_JSON_BYTES + 1)
-    except OSError as error:
-        raise ModelError(f"cannot read {path}: {error.strerror}") from error
-    if len(content) > MAX_JSON_BYTES:
-        raise ModelError(f"it is larger than {MAX_JSON_BYTES >> 10} KiB: not a model-parameters JSON")
-    try:
-        return json.loads(content.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ModelError(f"not a valid JSON file ({error})") from error
+    return read_json(path, "model-parameters JSON")
 
 
 def params_from(data: Any) -> BandParams:
