@@ -32,7 +32,7 @@ job = "query"
 queries = {json.dumps(takes)}
 description = "a test query model"
 licence = "MIT"
-stems = ["<query>", "no_<query>"]
+stems = ["{{query}}", "no_{{query}}"]
 repo = "{REPO_ID}"
 revision = "{COMMIT}"
 

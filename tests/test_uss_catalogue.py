@@ -91,7 +91,7 @@ job = "query"
 queries = ["labels", "audio"]
 description = "a tiny random USS"
 licence = "MIT"
-stems = ["<query>", "no_<query>"]
+stems = ["{{query}}", "no_{{query}}"]
 repo = "{REPO_ID}"
 revision = "{COMMIT}"
 params = {{ separator_channels = {json.dumps(SEPARATOR_CHANNELS)}, tagger_channels = {json.dumps(TAGGER_CHANNELS)} }}
