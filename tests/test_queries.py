@@ -192,3 +192,17 @@ def test_query_names_become_stem_names():
     assert stem_name("../a/b") == "_a_b"
     assert len(stem_name("x" * 300).encode()) == 100
     assert Queries.of(("harp", "harp"), ()).stems == ["harp"]
+
+
+def test_a_folder_of_songs_in_flac(query_hub, song, tmp_path):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for name in ("one.wav", "two.wav"):
+        (folder / name).write_bytes(song.read_bytes())
+    code, stdout, stderr = invoke(query_hub, folder, "--query", "harp", "--format", "flac", "--json",
+                                  "-o", tmp_path / "out")
+    assert code == 0, stderr
+    results = [json.loads(line) for line in stdout.splitlines()]
+    assert [sorted(Path(path).name for path in result["outputs"].values()) for result in results] == \
+        [["harp.flac", "no_harp.flac"]] * 2
+    assert fake.EMBEDDED == {"harp": 1}  # once for the run, not per song
