@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..bag import Bag, query_bag
@@ -25,15 +27,29 @@ from ..networks.resunet import ResUNet30, ResUNetConfig
 from ..networks.resunet import from_reference as separator_names
 from ..networks.uss import LabelQueried, example_condition
 from ..queries import Queries, read_example
-from ..unpickling import load_restricted
+from ..unpickling import NUMPY_ARRAY_GLOBALS, load_restricted, safe_global
 
 NAME = "uss"
 SEPARATOR_PREFIX = "ss_model."
 
 
+_SCALAR = np.int64(0).__reduce__()[0]  # numpy's multiarray.scalar, wherever this numpy keeps it
+TRAINING_STATE_GLOBALS = {("numpy.core.multiarray", "scalar"): _SCALAR, ("numpy._core.multiarray", "scalar"): _SCALAR}
+
+
+def training_state_global(module: str, name: str) -> Any:
+    """Beside the weights, training checkpoints keep their loop's state: plain data, numpy arrays and scalars
+    (PANNs saves its sampler's), never code."""
+    if (module, name) in TRAINING_STATE_GLOBALS:
+        return TRAINING_STATE_GLOBALS[module, name]
+    if (module, name) in NUMPY_ARRAY_GLOBALS:
+        return NUMPY_ARRAY_GLOBALS[module, name]
+    return safe_global(module, name)
+
+
 def checkpoint_state(path: Path, key: str) -> dict[str, torch.Tensor]:
     """The weights a torch checkpoint keeps under `key` (Lightning's `state_dict`, PANNs' `model`)."""
-    holder = load_restricted(path)
+    holder = load_restricted(path, training_state_global)
     state = holder.get(key) if isinstance(holder, dict) else None
     if not isinstance(state, dict):
         raise ModelError(f"{path.name} holds no `{key}` weights, so it is no USS file")
