@@ -155,3 +155,22 @@ def test_the_shipped_entry_names_the_files_uss_downloads():
     config = unquote((Path(uss.__file__).parent / "config.py").read_text())
     assert unquote(tagger.urls[0]) in config and f'"size": {tagger.size},' in config
     assert tagger.name in config
+
+
+class Runs:
+    """Unpickling this would run a command."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo pwned",)
+
+
+def test_a_checkpoint_naming_code_is_refused(tmp_path):
+    from stemsplit.errors import ModelError
+    from stemsplit.families.uss import checkpoint_state
+
+    path = tmp_path / "evil.ckpt"
+    path.write_bytes(saved({"state_dict": {}, "callbacks": Runs()}))
+    with pytest.raises(ModelError, match="posix.system, which a weight file must not contain|os.system"):
+        checkpoint_state(path, "state_dict")
