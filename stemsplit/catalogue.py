@@ -20,6 +20,7 @@ from .cards import Card, card_from
 from .chain_steps import ChainStep, lay_out
 from .errors import ModelError
 from .families import family_names
+from .queries import KINDS as QUERY_KINDS
 
 try:
     import tomllib
@@ -85,6 +86,7 @@ class ModelInfo:
     names: tuple[tuple[str, str], ...] = ()  # a network's stem -> what the model calls it, where they differ
     card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
     steps: tuple[ChainStep, ...] = ()  # chains
+    queries: tuple[str, ...] = ()  # query models: what they take (queries.KINDS: labels, text, audio)
 
     @property
     def is_ensemble(self) -> bool:
@@ -166,6 +168,17 @@ def default_model(path: Path | None = None) -> str:
     return name
 
 
+def default_query_model(path: Path | None = None) -> str:
+    """The query model `--query` runs where no -n names one: the catalogue's `default_query`."""
+    path = path or CATALOGUE
+    name = _read_toml(path).get("default_query")
+    if name is None:
+        raise ModelError(f"{path} names no default query model (`default_query`); pick one with -n")
+    if not read_catalogue(path).get(name, ModelInfo("", "", "", ())).queries:
+        raise ModelError(f"{path}: `default_query` must name one of its query models")
+    return name
+
+
 def find_model(name: str, catalogue: dict[str, ModelInfo] | None = None) -> ModelInfo:
     if catalogue is None:
         catalogue = read_catalogue()
@@ -199,7 +212,8 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
                          segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()),
                          names=tuple(entry.get("names", {}).items()),
-                         card=card_from(entry, tuple(entry["stems"])), steps=_chain_steps(entry))
+                         card=card_from(entry, tuple(entry["stems"])), steps=_chain_steps(entry),
+                         queries=tuple(entry.get("queries", ())))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _chain_form_problem(info) if info.is_chain or info.steps else \
@@ -253,6 +267,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return f"families must list {info.family} and other rows of the family table only"
     if not info.files:
         return "it needs files"
+    if not set(info.queries) <= set(QUERY_KINDS) or bool(info.queries) != (info.card.job == "query"):
+        return f"a model of job query lists what it takes, `queries`, among {', '.join(QUERY_KINDS)}"
     if any(not file.urls for file in info.files) and not (info.repo and info.revision):
         return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):

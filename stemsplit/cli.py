@@ -22,6 +22,7 @@ from .family import config_unpaired
 from .files import temporary_prefix
 from .limits import MAX_OVERLAP, MAX_SHIFTS
 from .cards import JOBS
+from .queries import NO_QUERIES, Queries
 from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
@@ -47,7 +48,8 @@ class DefaultCommandGroup(click.Group):
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "[separate] [OPTIONS] INPUTS...")
-        formatter.write_usage(ctx.command_path, "models | download NAME... | --version | --help", "   or: ")
+        formatter.write_usage(ctx.command_path, "models | queries | download NAME... | --version | --help",
+                              "   or: ")
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """After the commands, the options of the default one, which most runs use."""
@@ -191,15 +193,32 @@ class ModelChoice:
     checkpoint: Path | None
     config: Path | None
     then: tuple[str, ...] = ()  # --then STEM:MODEL: a chain
+    queries: Queries = NO_QUERIES
 
     def check(self) -> None:
         if config_unpaired(self.checkpoint, self.config):
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
+        if self.queries and (self.checkpoint is not None or self.repo is not None):
+            raise click.UsageError("--query and --query-audio run catalogue query models; drop --checkpoint/--repo")
+        if self.queries and self.then:
+            raise click.UsageError("--then splits a model's stems; a query model's are its queries: drop --then")
+        if self.checkpoint is None and self.repo is None and (self.name or self.queries):
+            self.check_queries()
         from .chain_choice import then_steps
 
         then_steps(self.then, self.name, self.repo, self.checkpoint)
+
+    def check_queries(self) -> None:
+        """The model against the queries, before anything loads: a query model needs them, others take none."""
+        from .catalogue import default_query_model, find_model
+        from .queries import refusal
+
+        info = find_model(self.name or default_query_model())
+        problem = refusal(info.name, info.queries, self.queries) if (self.queries or info.queries) else None
+        if problem:
+            raise click.BadParameter(problem, param_hint="--query")
 
 
 class ClosedPipe(Exception):
@@ -236,7 +255,7 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
     """The bag of the networks the outputs asked for need, and the names of those outputs."""
     from .registry import load_bag
 
-    model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
+    model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config, model.queries)
     from .chain import Chain, LayoutError, then_chain
 
     try:
@@ -361,6 +380,11 @@ def raise_terminated(signum: int, frame: object) -> None:
               help="Overlap between segments of HT Demucs models [default: 0.25]; RoFormers overlap as "
               "their configuration says.")
 @click.option("--segment", type=click.FloatRange(0, min_open=True), help="Segment length in seconds.")
+@click.option("--query", "query_texts", metavar="TEXT", multiple=True,
+              help="A query model (-n, default uss): write the sound TEXT names as `TEXT` and the rest as "
+              "`no_TEXT`; repeatable, each query separated from the whole mix.")
+@click.option("--query-audio", "query_examples", metavar="FILE", multiple=True,
+              help="Like --query, the sound an example recording FILE holds, written as its file name; repeatable.")
 @click.option("--two-stems", metavar="STEM", help="Write only STEM and no_STEM (the rest mixed).")
 @click.option("--other-method", type=click.Choice(["add", "minus"]), default="add", show_default=True,
               help="How --two-stems makes no_STEM: add the other stems, or the mix minus STEM (faster: it runs "
@@ -391,8 +415,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Say more (ffmpeg used, device, CPU, precision and why, networks needed).")
 def separate(inputs, model_name, repo, checkpoint, config, chain_name, then, out, filename, device, shifts, overlap,
-             segment, two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size,
-             precision, skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
+             segment, query_texts, query_examples, two_stems, other_method, stems, audio_format, stem_codec, bit_depth,
+             clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     console = Console(quiet, verbose, as_json, bool(to_stdout))
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
@@ -406,6 +430,8 @@ def separate(inputs, model_name, repo, checkpoint, config, chain_name, then, out
         raise click.BadParameter("flac supports 16 or 24 bits", param_hint="--bit-depth")
     if audio_format == "stem" and stem_codec == "alac" and bit_depth == "32":
         raise click.BadParameter("alac stem files support 16 or 24 bits", param_hint="--bit-depth")
+    if (query_texts or query_examples) and (two_stems or stems):
+        raise click.UsageError("--query writes each query and its no_ residual; drop --stems/--two-stems")
     if to_stdout:
         audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
         stems = () if two_stems else (to_stdout,)
@@ -414,7 +440,8 @@ def separate(inputs, model_name, repo, checkpoint, config, chain_name, then, out
     try:
         from .chain_choice import chosen_model
 
-        model = ModelChoice(chosen_model(model_name, chain_name), repo, checkpoint, config, then)
+        model = ModelChoice(chosen_model(model_name, chain_name), repo, checkpoint, config, then,
+                            Queries.of(query_texts, query_examples))
         model.check()
         if to_stdout or as_json:
             binary_stdout()  # before any work, where its result could not be written
@@ -481,6 +508,17 @@ def model_lines(name: str | None, job: str | None, as_json: bool, markdown: bool
     return listing.overview(catalogue, default, job, is_cached)
 
 
+@main.command(short_help="List the AudioSet labels USS is queried by.")
+def queries() -> None:
+    """The 527 AudioSet labels `-n uss --query LABEL` takes, one a line; other words find the closest label."""
+    from .labels import labels
+
+    try:
+        write_stdout(io.BytesIO("".join(f"{label}\n" for label in labels()).encode()))
+    except ClosedPipe:
+        sys.exit(EXIT_CLOSED_PIPE)
+
+
 @main.command(short_help="Download models for later offline use.")
 @click.argument("names", nargs=-1, required=True, metavar="NAME...")
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
@@ -501,12 +539,12 @@ def download_one(console: Console, name: str) -> int:
     """Fetch and check one model (its networks are loaded once, as a run would): its exit code."""
     from .catalogue import find_model
     from .listing import download_size
-    from .registry import download_bag, is_cached
+    from .registry import download, is_cached
 
     try:
         info = find_model(name)
         was_cached = is_cached(info)
-        download_bag(info, console.info)
+        download(info, console.info)
     except StemsplitError as exc:
         console.error(str(exc))
         return exc.exit_code

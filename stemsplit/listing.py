@@ -12,6 +12,7 @@ from typing import Any, Callable
 from .cards import EVALUATIONS, JOBS
 from .catalogue import ModelInfo
 from .chain_steps import ChainStep
+from .queries import describe
 
 IsCached = Callable[[ModelInfo], bool]
 PINNING = {
@@ -36,7 +37,8 @@ def ordered(catalogue: dict[str, ModelInfo], job: str | None) -> list[ModelInfo]
 
 def heading(info: ModelInfo, default: str) -> str:
     name = f"{info.name} (default)" if info.name == default else info.name
-    return f"{name}: {info.card.job or 'job not stated'}: {', '.join(info.stems)}"
+    takes = f" (takes {describe(info.queries)})" if info.queries else ""
+    return f"{name}: {info.card.job or 'job not stated'}: {', '.join(info.stems)}{takes}"
 
 
 def quality_line(info: ModelInfo) -> str:

@@ -203,7 +203,8 @@ except SystemExit as exit:
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["models"], ["download", "--help"], ["nosuch.mp3"]])
+@pytest.mark.parametrize("args", [["--help"], ["models"], ["download", "--help"], ["nosuch.mp3"], ["queries"],
+                                  ["--query", "dog", "-n", "htdemucs", "song.mp3"]])
 def test_start_up_imports_no_torch(tmp_path, args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", START, *args], capture_output=True, text=True, env=env,
@@ -215,7 +216,7 @@ def test_help_lists_every_command_and_the_version(tmp_path):
     result = stemsplit("--help", cwd=tmp_path)
     assert result.returncode == 0
     commands = result.stdout.split("Commands:\n")[1].split("\n\n")[0]
-    assert [line.split()[0] for line in commands.splitlines()] == ["download", "models", "separate"]
+    assert [line.split()[0] for line in commands.splitlines()] == ["download", "models", "queries", "separate"]
     assert "--version" in result.stdout and "--shifts INTEGER RANGE" in result.stdout
     assert result.stdout.startswith("Usage: stemsplit [separate] [OPTIONS] INPUTS...\n")
     assert stemsplit("--version", cwd=tmp_path).stdout == "stemsplit, version 0.1.0\n"
