@@ -3,12 +3,20 @@ embedding out."""
 
 from __future__ import annotations
 
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
 from clap_oracle import (CORPUS, audio_features_function, htsat_base_config, hub_transformers, oracle_clap,
                          small_text_config, write_bpe_files)
-from stemsplit.networks.clap import audio_tower_state, text_tower_state
+from stemsplit.errors import ModelError
+from stemsplit.networks import htsat
+from stemsplit.networks.clap import audio_tower_state, load_audio_tower, load_text_tower, text_tower_state
 from stemsplit.networks.clap_text import ClapTextTower, TextTokenizer
 from stemsplit.networks.htsat import ClapAudioTower, HtsatConfig, clip_for_tower
 
@@ -105,3 +113,99 @@ def test_audio_embedding_matches_laion_clap(oracle):
     error = (ours - expected).abs().max()
     assert error < 1e-4
     assert (ours[0] - ours[1]).abs().max() > 100 * error  # different clips, different embeddings
+
+
+# --- loading laion-clap's checkpoint layout --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(oracle, tmp_path_factory):
+    """A file in the layout of music_speech_audioset_epoch_15_esc_89.98.pt: a torch pickle of the training
+    state, the weights under "state_dict" with data-parallel `module.` names (position_ids as older
+    transformers saved it), numpy values beside them."""
+    state = prefixed(oracle.state_dict()) | {"module.text_branch.embeddings.position_ids": torch.arange(514)[None]}
+    path = tmp_path_factory.mktemp("clap") / "music_speech_audioset_epoch_15_esc_89.98.pt"
+    torch.save({"epoch": 15, "name": "music_speech_audioset", "state_dict": state,
+                "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "esc50": np.float64(89.98),
+                "curve": np.array([88.1, 89.98])}, path)
+    return path
+
+
+def same_state(one: torch.nn.Module, other: torch.nn.Module) -> bool:
+    theirs = other.state_dict()
+    return all(torch.equal(value, theirs[name]) for name, value in one.state_dict().items())
+
+
+def test_towers_load_from_the_clap_checkpoint_layout(checkpoint, oracle, text_config):
+    assert same_state(load_text_tower(checkpoint, text_config), text_tower_from(oracle, text_config))
+    assert same_state(load_audio_tower(checkpoint), audio_tower_from(oracle))
+
+
+def test_a_weight_missing_or_foreign_is_refused(checkpoint, tmp_path, text_config):
+    state = torch.load(checkpoint, weights_only=False)["state_dict"]
+    del state["module.text_branch.encoder.layer.1.output.dense.bias"]
+    torch.save({"state_dict": state}, tmp_path / "missing.pt")
+    with pytest.raises(ModelError, match=r"does not fit its config \(CLAP text tower\): 1 weights missing"):
+        load_text_tower(tmp_path / "missing.pt", text_config)
+    state["module.decoder.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, tmp_path / "foreign.pt")
+    with pytest.raises(ModelError, match=r"is not a CLAP checkpoint: 1 weights of no CLAP part \(e.g. decoder"):
+        load_audio_tower(tmp_path / "foreign.pt")
+
+
+class RunsCode:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path, text_config):
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"module.logit_scale_a": torch.zeros(())}, "hook": RunsCode(marker)},
+               tmp_path / "hostile.pt")
+    with pytest.raises(ModelError, match=r"refers to builtins\.exec, which a weight file must not contain"):
+        load_text_tower(tmp_path / "hostile.pt", text_config)
+    assert not marker.exists()
+
+
+def spoil_tensors(path: Path, tensors: list[torch.Tensor]) -> None:
+    """Overwrite, in the zip-format file, the records holding `tensors`' bytes with NaN (0xff bytes)."""
+    wanted = {tensor.numpy().tobytes() for tensor in tensors}
+    with zipfile.ZipFile(path) as archive:
+        records = [info for info in archive.infolist() if "/data/" in info.filename]
+    found = set()
+    with path.open("r+b") as file:
+        for info in records:
+            file.seek(info.header_offset + 26)
+            name_length, extra_length = struct.unpack("<HH", file.read(4))
+            file.seek(info.header_offset + 30 + name_length + extra_length)
+            data = file.read(info.file_size)
+            if data in wanted:
+                file.seek(-info.file_size, 1)
+                file.write(b"\xff" * info.file_size)
+                found.add(data)
+    assert found == wanted
+
+
+def test_a_text_query_never_builds_or_reads_the_audio_tower(checkpoint, oracle, text_config, tmp_path,
+                                                            monkeypatch):
+    spoilt = tmp_path / "spoilt.pt"
+    shutil.copy(checkpoint, spoilt)
+    audio = [value for name, value in oracle.state_dict().items()
+             if name.startswith("audio_branch.layers.2.blocks.") and name.endswith("mlp.fc1.weight")]
+    spoil_tensors(spoilt, audio)
+    assert load_audio_tower(spoilt).htsat.layers[2].blocks[0].mlp.fc1.weight.isnan().all()
+    text = [value for name, value in oracle.state_dict().items() if name == "text_projection.0.weight"]
+    spoil_tensors(spoilt, text)
+    assert not load_audio_tower(spoilt).projection[0].weight.isnan().any()  # nor an example the text tower's
+
+    def refused(*args, **kwargs):
+        raise AssertionError("the audio tower was built")
+
+    monkeypatch.setattr(htsat.Htsat, "__init__", refused)
+    shutil.copy(checkpoint, spoilt)
+    spoil_tensors(spoilt, [value.detach() for name, value in oracle.named_parameters()
+                           if name.startswith(("audio_branch.", "audio_projection.")) and "_extractor." not in name])
+    assert same_state(load_text_tower(spoilt, text_config), text_tower_from(oracle, text_config))
