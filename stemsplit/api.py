@@ -14,6 +14,7 @@ from .audio import open_song
 from .bag import OTHER_METHODS, Bag, output_names, pick_outputs
 from .errors import InputError, SettingsError
 from .files import temporary_prefix
+from .queries import Queries
 from .registry import load_bag
 from .runner import input_failure
 from .separation import Decided, Settings, at_input_rate, decide, resolve_device, separate_stream
@@ -108,7 +109,8 @@ def channels_first(samples: np.ndarray) -> np.ndarray:
 
 def load_model(name: str | None = None, *, repo: str | Path | None = None, checkpoint: str | Path | None = None,
                config: str | Path | None = None, device: str = "auto", stems: Sequence[str] = (),
-               two_stems: str | None = None, other_method: str = "add", **settings: object) -> Separator:
+               two_stems: str | None = None, other_method: str = "add", query: str | Sequence[str] = (),
+               query_audio: str | Path | Sequence[str | Path] = (), **settings: object) -> Separator:
     """The named model (default `htdemucs`), or local `checkpoint` files (a RoFormer's with its YAML
     `config`, or a folder of Spleeter checkpoints), on `device` ("auto", "cpu", "cuda", "mps").
 
@@ -117,8 +119,15 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
     A precision that would run slower than float32 on `device` raises SettingsError (a ValueError); "auto" picks the
     fastest there is (`.settings.precision` says which).
+
+    `query="acoustic guitar"` (or a list of texts) and `query_audio="example.wav"` (or a list of paths) run a
+    query model (`name`, default the catalogue's `default_query`): its stems are each query's and its residual,
+    `no_<query>` (see stemsplit/queries.py); each query's condition is computed once, here.
     """
     _check_model_choice(name, repo, checkpoint, config)
+    queries = Queries.of(_several(query), tuple(Path(path) for path in _several(query_audio)))
+    if queries and (stems or two_stems):
+        raise SettingsError("a query model writes each query and its residual; drop stems/two_stems")
     unknown = sorted(set(settings) - SETTINGS)
     if unknown:
         raise SettingsError(f"unknown setting {unknown[0]!r}; the settings are {', '.join(sorted(SETTINGS))}")
@@ -128,7 +137,7 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
         decided = decide(replace(Settings(), **settings), resolve_device(device))
     except TypeError as exc:
         raise SettingsError(str(exc)) from None
-    bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
+    bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config), queries=queries)
     try:
         names = output_names(bag.stems, stems, two_stems)
     except ValueError as exc:
@@ -142,6 +151,10 @@ def _check_model_choice(name: str | None, repo: object, checkpoint: object, conf
         raise SettingsError("checkpoint and config go together")
     if checkpoint is not None and (name is not None or repo is not None):
         raise SettingsError("give either checkpoint with config, or a model name and/or repo")
+
+
+def _several(value: str | Path | Sequence[str | Path]) -> tuple:
+    return (value,) if isinstance(value, (str, Path)) else tuple(value)
 
 
 def _path(value: str | Path | None) -> Path | None:

@@ -8,7 +8,9 @@ have a *residual* stem, the mix minus all its other stems (the second stem of a 
 RoFormer, or `other` in an ensemble that takes the rest from specialists).
 
 The stems written are the bag's, or `no_X`: everything but X, either the sum of the other
-stems or (the `minus` method) a residual, the mix minus X.
+stems or (the `minus` method) a residual, the mix minus X. A query model's bag (see queries.py) has one
+network per query, giving its stem X, and a residual per query, `no_X`, the mix minus X alone: its
+`complements`.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Bag:
     members: list[Member]
     residual: str | None = None
     identity: str = field(default="", compare=False)  # what the weights were (names and SHA-256), for records
+    complements: dict[str, str] = field(default_factory=dict)  # no_X -> X: a stem that is the mix minus X alone
 
     def __post_init__(self) -> None:
         if not self.members:
@@ -85,12 +88,22 @@ class Bag:
 
     @property
     def computed_stems(self) -> list[str]:
-        """The stems the networks give; the residual, if any, is derived from them."""
-        return [stem for stem in self.stems if stem != self.residual]
+        """The stems the networks give; the residual, if any, and the complements are derived from them."""
+        return [stem for stem in self.stems if stem != self.residual and stem not in self.complements]
+
+    def residual_parts(self) -> dict[int, list[int]]:
+        """Each derived stem's index -> the indices of the stems it is the mix minus."""
+        index = {stem: position for position, stem in enumerate(self.stems)}
+        parts = {index[rest]: [index[target]] for rest, target in self.complements.items()}
+        if self.residual is not None:
+            parts[index[self.residual]] = [index[stem] for stem in self.computed_stems]
+        return parts
 
     def needing(self, stems: list[str], residual: str | None = None) -> Bag:
         """A bag of only `stems` (one of which may become a residual), with only the networks
         that contribute to them: a stem nobody wants costs nothing."""
+        if self.complements:
+            return self.needing_queries(stems)
         wanted = [stem for stem in stems if stem != residual]
         if self.residual in wanted:  # it needs every other stem
             return self
@@ -98,6 +111,14 @@ class Bag:
                    for m in self.members]
         members = [m for m in members if m.shares]
         return Bag(self.name, list(stems), members, residual, self.identity)
+
+    def needing_queries(self, stems: list[str]) -> Bag:
+        """Only the queries whose stem or residual is among `stems`."""
+        targets = {self.complements.get(stem, stem) for stem in stems}
+        kept = [stem for stem in self.stems if self.complements.get(stem, stem) in targets]
+        members = [member for member in self.members if set(member.shares) & targets]
+        complements = {rest: target for rest, target in self.complements.items() if target in targets}
+        return Bag(self.name, kept, members, None, self.identity, complements)
 
     def for_outputs(self, names: list[str], other_method: str = "add") -> Bag:
         """The part of the bag that the outputs `names` need: `no_X` by the `minus` method is the mix minus X,
@@ -158,3 +179,14 @@ def single_network_bag(name: str, network: Network, identity: str) -> Bag:
         target = network.sources[0]
         return Bag(name, [target, f"no_{target}"], [Member(network, shares)], f"no_{target}", identity)
     return Bag(name, list(network.sources), [Member(network, shares)], identity=identity)
+
+
+def query_bag(name: str, networks: list[Network], identity: str) -> Bag:
+    """One single-source network per query, in order: each gives its stem X, and `no_X` is the mix minus X."""
+    stems, complements = [], {}
+    for network in networks:
+        target = network.sources[0]
+        stems += [target, f"no_{target}"]
+        complements[f"no_{target}"] = target
+    members = [Member(network, {network.sources[0]: 1.0}) for network in networks]
+    return Bag(name, stems, members, identity=identity, complements=complements)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from .cards import Card, card_from
 from .errors import ModelError
 from .families import family_names
+from .queries import KINDS as QUERY_KINDS
 
 try:
     import tomllib
@@ -80,6 +81,7 @@ class ModelInfo:
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
     card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
+    queries: tuple[str, ...] = ()  # query models: what they take (queries.KINDS: labels, text, audio)
 
     @property
     def is_ensemble(self) -> bool:
@@ -141,6 +143,17 @@ def default_model(path: Path | None = None) -> str:
     return name
 
 
+def default_query_model(path: Path | None = None) -> str:
+    """The query model `--query` runs where no -n names one: the catalogue's `default_query`."""
+    path = path or CATALOGUE
+    name = _read_toml(path).get("default_query")
+    if name is None:
+        raise ModelError(f"{path} names no default query model (`default_query`); pick one with -n")
+    if not read_catalogue(path).get(name, ModelInfo("", "", "", ())).queries:
+        raise ModelError(f"{path}: `default_query` must name one of its query models")
+    return name
+
+
 def find_model(name: str, catalogue: dict[str, ModelInfo] | None = None) -> ModelInfo:
     if catalogue is None:
         catalogue = read_catalogue()
@@ -173,7 +186,7 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
                          segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()),
-                         card=card_from(entry, tuple(entry["stems"])))
+                         card=card_from(entry, tuple(entry["stems"])), queries=tuple(entry.get("queries", ())))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
     problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
@@ -200,6 +213,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return f"families must list {info.family} and other rows of the family table only"
     if not info.files:
         return "it needs files"
+    if not set(info.queries) <= set(QUERY_KINDS) or bool(info.queries) != (info.card.job == "query"):
+        return f"a model of job query lists what it takes, `queries`, among {', '.join(QUERY_KINDS)}"
     if any(not file.urls for file in info.files) and not (info.repo and info.revision):
         return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):

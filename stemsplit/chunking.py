@@ -22,6 +22,8 @@ its implementation means cutting the song the same way:
   (1 - overlap) * length, each blended with a Hann window of its own length (a last, shorter
   chunk gets a shorter window).
 - `WholeSong` (UVR's VR architecture): the whole song in one run, the network windowing it itself.
+- `AbuttingSegments` (USS): segments of a fixed length end to end, no overlap, the last one read on into
+  silence; the outputs joined as they are.
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -336,3 +338,26 @@ class WholeSong:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; VR models go over the whole "
                                  "song in windows of their own")
+
+
+@dataclass(frozen=True)
+class AbuttingSegments:
+    """USS's procedure (uss.inference.separate_by_query_condition): the song cut into segments of `segment`
+    samples end to end, the last one padded with silence to a whole segment; outputs joined, no blending."""
+
+    segment: int
+    normalised = False
+    summed = False
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        return [[Chunk(start, min(self.segment, length - start), start, self.segment)
+                 for start in range(0, length, self.segment)]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> torch.Tensor:
+        return torch.ones(self.segment)
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        for name in ("shifts", "overlap", "segment"):
+            if getattr(settings, name):
+                raise ValueError(f"{name} is for HT Demucs and RoFormer models; query models cut the song into "
+                                 "segments of their own length")

@@ -21,6 +21,7 @@ from .errors import OutputError, SettingsError, StemsplitError
 from .files import temporary_prefix
 from .limits import MAX_OVERLAP, MAX_SHIFTS
 from .cards import JOBS
+from .queries import NO_QUERIES, Queries
 from .runner import DEFAULT_TEMPLATE, STEM_FILE, Options, Request, Result
 
 if TYPE_CHECKING:
@@ -189,6 +190,7 @@ class ModelChoice:
     repo: Path | None
     checkpoint: Path | None
     config: Path | None
+    queries: Queries = NO_QUERIES
 
     def check(self) -> None:
         # A folder (one checkpoint per instrument, as Spleeter's) or a demucs package (.th, which names its
@@ -199,6 +201,20 @@ class ModelChoice:
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
+        if self.queries and (self.checkpoint is not None or self.repo is not None):
+            raise click.UsageError("--query and --query-audio run catalogue query models; drop --checkpoint/--repo")
+        if self.checkpoint is None and self.repo is None and (self.name or self.queries):
+            self.check_queries()
+
+    def check_queries(self) -> None:
+        """The model against the queries, before anything loads: a query model needs them, others take none."""
+        from .catalogue import default_query_model, find_model
+        from .queries import refusal
+
+        info = find_model(self.name or default_query_model())
+        problem = refusal(info.name, info.queries, self.queries) if (self.queries or info.queries) else None
+        if problem:
+            raise click.BadParameter(problem, param_hint="--query")
 
 
 class ClosedPipe(Exception):
@@ -235,7 +251,7 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
     """The bag of the networks the outputs asked for need, and the names of those outputs."""
     from .registry import load_bag
 
-    model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
+    model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config, model.queries)
     try:
         names = pick_outputs(model_bag.stems, names_wanted, options.encoding.format)
     except click.BadParameter as exc:
@@ -349,6 +365,11 @@ def raise_terminated(signum: int, frame: object) -> None:
               help="Overlap between segments of HT Demucs models [default: 0.25]; RoFormers overlap as "
               "their configuration says.")
 @click.option("--segment", type=click.FloatRange(0, min_open=True), help="Segment length in seconds.")
+@click.option("--query", "query_texts", metavar="TEXT", multiple=True,
+              help="A query model (-n, default uss): write the sound TEXT names as `TEXT` and the rest as "
+              "`no_TEXT`; repeatable, each query separated from the whole mix.")
+@click.option("--query-audio", "query_examples", metavar="FILE", multiple=True,
+              help="Like --query, the sound an example recording FILE holds, written as its file name; repeatable.")
 @click.option("--two-stems", metavar="STEM", help="Write only STEM and no_STEM (the rest mixed).")
 @click.option("--other-method", type=click.Choice(["add", "minus"]), default="add", show_default=True,
               help="How --two-stems makes no_STEM: add the other stems, or the mix minus STEM (faster: it runs "
@@ -379,8 +400,8 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="Say more (ffmpeg used, device, CPU, precision and why, networks needed).")
 def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
-             two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
-             skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
+             query_texts, query_examples, two_stems, other_method, stems, audio_format, stem_codec, bit_depth,
+             clip_mode, batch_size, precision, skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     console = Console(quiet, verbose, as_json, bool(to_stdout))
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
@@ -394,13 +415,15 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
         raise click.BadParameter("flac supports 16 or 24 bits", param_hint="--bit-depth")
     if audio_format == "stem" and stem_codec == "alac" and bit_depth == "32":
         raise click.BadParameter("alac stem files support 16 or 24 bits", param_hint="--bit-depth")
+    if (query_texts or query_examples) and (two_stems or stems):
+        raise click.UsageError("--query writes each query and its no_ residual; drop --stems/--two-stems")
     if to_stdout:
         audio_format, two_stems = "wav", to_stdout[3:] if to_stdout.startswith("no_") else None
         stems = () if two_stems else (to_stdout,)
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
-        model = ModelChoice(model_name, repo, checkpoint, config)
+        model = ModelChoice(model_name, repo, checkpoint, config, Queries.of(query_texts, query_examples))
         model.check()
         if to_stdout or as_json:
             binary_stdout()  # before any work, where its result could not be written
@@ -487,12 +510,12 @@ def download_one(console: Console, name: str) -> int:
     """Fetch and check one model (its networks are loaded once, as a run would): its exit code."""
     from .catalogue import find_model
     from .listing import download_size
-    from .registry import download_bag, is_cached
+    from .registry import download, is_cached
 
     try:
         info = find_model(name)
         was_cached = is_cached(info)
-        download_bag(info, console.info)
+        download(info, console.info)
     except StemsplitError as exc:
         console.error(str(exc))
         return exc.exit_code

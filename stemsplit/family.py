@@ -20,6 +20,7 @@ from .files import sha256_of
 if TYPE_CHECKING:
     from .bag import Bag, Network
     from .catalogue import ModelInfo, WeightFile
+    from .queries import Queries
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,6 @@ class Family:
     recognises: Callable[[LocalFiles], bool] = _never  # whether local files are its own (cheap, no torch)
     local_bag: Callable[[LocalFiles], Bag] | None = None
     package_classes: Mapping[str, PackageBuilder] = field(default_factory=dict)  # demucs packages' `klass`
+    # query families (catalogue `queries`): the bag of one network per query (bag.query_bag), each network's
+    # condition computed once, here; the third argument hears what the run should say (e.g. a label matched)
+    query_bag: Callable[[CatalogueFiles, Queries, Callable[[str], None]], Bag] | None = None

@@ -11,20 +11,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from .bag import Bag
-from .catalogue import CONFIGS, ModelInfo, default_model, find_model
+from .catalogue import CONFIGS, ModelInfo, default_model, default_query_model, find_model
 from .downloads import Announcement, Notify
-from .errors import ModelError
+from .errors import ModelError, SettingsError
 from .family import CatalogueFiles, Fetched, LocalFiles
+from .queries import NO_QUERIES, Queries, refusal
 from .sources import fetch_file, file_cached
 
 
 def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify = lambda message: None,
-             checkpoint: Path | None = None, config: Path | None = None) -> Bag:
-    """The named model (default: the catalogue's) from the Hub through its cache or from the local
-    folder `repo`, or local `checkpoint` files (with their `config`, where the family needs one).
-    `notify` hears of each file downloaded, with its size, and of the model's licence."""
+             checkpoint: Path | None = None, config: Path | None = None, queries: Queries = NO_QUERIES) -> Bag:
+    """The named model (default: the catalogue's, or its default query model where there are `queries`) from
+    the Hub through its cache or from the local folder `repo`, or local `checkpoint` files (with their
+    `config`, where the family needs one). `notify` hears of each file downloaded, with its size, and of the
+    model's licence."""
     from .families import for_local
 
+    if queries:
+        if checkpoint is not None or repo is not None:
+            raise SettingsError("queries run catalogue query models; drop --checkpoint/--repo", "query")
+        return download_bag(find_model(name or default_query_model()), notify, queries)
     if checkpoint is not None:
         local = LocalFiles(checkpoint, config)
         return for_local(local).local_bag(local)
@@ -36,10 +42,14 @@ def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify =
     return download_bag(find_model(name), notify)
 
 
-def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
-    """A catalogue model's bag, its files downloaded (and verified) first if they are not cached."""
+def download_bag(info: ModelInfo, notify: Notify = lambda message: None, queries: Queries = NO_QUERIES) -> Bag:
+    """A catalogue model's bag, its files downloaded (and verified) first if they are not cached; a query
+    model's with one network per query."""
     from .families import family
 
+    problem = refusal(info.name, info.queries, queries) if (queries or info.queries) else None
+    if problem:
+        raise SettingsError(problem, "query")
     if info.is_ensemble:
         return ensemble_bag(info, notify)
     row = family(info.family)
@@ -47,12 +57,47 @@ def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
     if missing:
         raise ModelError(f"model catalogue entry '{info.name}' is malformed: a {row.name} model needs "
                          f"{', '.join(missing)}")
+    files = fetch_files(info, notify)
+    if queries:
+        return query_bag(info, files, queries, notify)
+    bag = row.catalogue_bag(files)
+    check_loaded(info, bag)
+    return bag
+
+
+def fetch_files(info: ModelInfo, notify: Notify = lambda message: None) -> CatalogueFiles:
+    """A network model's files, downloaded (and verified) first if they are not cached."""
     announcement = Announcement(info, notify)
     fetched = tuple(Fetched(*fetch_file(info, file, announcement), file) for file in info.files)
     identity = f"{info.name}:" + ",".join(file.sha256 for file in fetched)
-    bag = row.catalogue_bag(CatalogueFiles(info, fetched, CONFIGS / info.config if info.config else None, identity))
-    check_loaded(info, bag)
-    return bag
+    return CatalogueFiles(info, fetched, CONFIGS / info.config if info.config else None, identity)
+
+
+def download(info: ModelInfo, notify: Notify = lambda message: None) -> None:
+    """A model fetched and checked for later runs: its networks loaded once, as a run would; a query model's
+    files verified (its networks are built for the queries of a run)."""
+    if info.queries:
+        fetch_files(info, notify)
+    else:
+        download_bag(info, notify)
+
+
+def query_bag(info: ModelInfo, files: CatalogueFiles, queries: Queries, notify: Notify) -> Bag:
+    """A query model's bag for `queries`: its stems each query's and its residual, in order; the queries
+    in its identity, so that --skip-existing tells runs of other queries apart."""
+    from dataclasses import replace
+
+    from .families import family
+
+    build = family(info.family).query_bag
+    if build is None:
+        raise ModelError(f"model '{info.name}' is catalogued with queries, but family {info.family} takes none")
+    bag = build(files, queries, notify)
+    others = sorted(bag.families - set(info.network_families))
+    if others or bag.stems != queries.outputs:
+        raise ModelError(f"model '{info.name}' gave {bag.stems} of {', '.join(bag.families)} networks for the "
+                         f"queries {queries.stems}")
+    return replace(bag, identity=f"{files.identity}:{queries.identity}")
 
 
 def check_loaded(info: ModelInfo, bag: Bag) -> None:

@@ -245,28 +245,31 @@ def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass
             for stem, scale in member_scales.items():
                 stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(stem)]
     check_finite(bag, stems)
-    if bag.residual is not None:
-        residual = index[bag.residual]
-        stems[residual] = torch.as_tensor(mix.read(start, end - start)) - stems.sum(0)
+    derived = bag.residual_parts()
+    if derived:
+        mixed = torch.as_tensor(mix.read(start, end - start))
+        for rest, parts in derived.items():
+            stems[rest] = mixed - stems[parts].sum(0)
     return stems
 
 
 def at_input_rate(blocks: Iterable[torch.Tensor], bag: Bag, song: Song) -> Iterator[torch.Tensor]:
     """`separate_stream`'s blocks resampled to the input's rate and cut to its exact length, block by block.
 
-    A residual stem is formed anew there, the input as decoded minus the other stems resampled, so that the
-    stems sum to the input to float32 rounding: resampled at the model's rate and back, the mix loses what
-    lies above the lower rate's band, and a residual taken before the return would not null against it.
+    A residual stem (and each complement of a query model) is formed anew there, the input as decoded minus
+    the stems it complements resampled, so that they sum to the input to float32 rounding: resampled at the
+    model's rate and back, the mix loses what lies above the lower rate's band, and a residual taken before
+    the return would not null against it.
     """
     stems, channels = len(bag.stems), song.channels
     flat = (block.reshape(stems * channels, -1).numpy() for block in blocks)
-    position = 0
+    position, derived = 0, bag.residual_parts()
     for piece in to_input_rate(flat, stems * channels, bag.samplerate, song.info.sample_rate, song.info.frames):
         block = torch.from_numpy(piece).reshape(stems, channels, -1)
-        if bag.residual is not None:
-            residual = bag.stems.index(bag.residual)
-            others = torch.cat([block[:residual], block[residual + 1:]]).sum(0)
-            block[residual] = torch.from_numpy(song.read_native(position, block.shape[-1])) - others
+        if derived:
+            native = torch.from_numpy(song.read_native(position, block.shape[-1]))
+            for rest, parts in derived.items():
+                block[rest] = native - block[parts].sum(0)
         position += block.shape[-1]
         yield block
 
