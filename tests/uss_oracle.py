@@ -1,0 +1,55 @@
+"""The reference networks of USS (uss 0.0.4's ResUNet30) with random weights, for exactness tests.
+
+uss's model modules import torchlibrosa and einops only (its `uss.config` and `uss.inference` would fetch
+AudioSet metadata from the internet at import, and need lightning: they are not imported).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from stemsplit.networks.resunet import ResUNet30, ResUNetConfig, from_reference
+
+# Perturbations of the reference's (already random, seeded xavier) initial weights: biases, FiLM shifts and
+# batch-norm statistics made non-trivial. Larger ones (0.05) make the reference's own float32 result differ
+# from its float64 result by 1e-4, so the comparison would measure rounding chaos, not the arithmetic.
+SCALE = 0.01
+
+
+def reference_resunet(seed: int = 0, condition_size: int = 527):
+    from uss.models.resunet import ResUNet30 as Reference
+
+    torch.manual_seed(seed)
+    reference = Reference(input_channels=1, output_channels=1, condition_size=condition_size).eval()
+    with torch.no_grad():
+        for name, value in reference.state_dict().items():
+            if "stft" in name or "num_batches" in name:
+                continue
+            if "running_var" in name:
+                value.copy_(torch.rand_like(value) * 0.5 + 0.75)
+            elif "running_mean" in name:
+                value.copy_(torch.randn_like(value) * 0.1)
+            else:
+                value.add_(torch.randn_like(value) * SCALE)
+    return reference
+
+
+def resunet_pair(seed: int = 0, condition_size: int = 527) -> tuple[torch.nn.Module, ResUNet30]:
+    """uss's ResUNet30 and ours with the same random weights, of the released configuration."""
+    reference = reference_resunet(seed, condition_size)
+    ours = ResUNet30(ResUNetConfig(condition_size=condition_size)).eval()
+    ours.load_state_dict(from_reference(reference.state_dict()))
+    return reference, ours
+
+
+def reference_separation(reference: torch.nn.Module, mono: torch.Tensor, condition: torch.Tensor,
+                         segment: int, batch: int = 8) -> torch.Tensor:
+    """USS's procedure for one query condition (uss/inference.py, separate_by_query_condition): the mono song
+    cut into abutting segments, the last zero-padded, run `batch` at a time, joined and cut to the song."""
+    count = -(-mono.shape[-1] // segment)
+    padded = torch.nn.functional.pad(mono, (0, count * segment - mono.shape[-1]))
+    segments = padded.reshape(count, 1, segment)
+    with torch.no_grad():
+        outputs = [reference({"mixture": segments[start:start + batch], "condition": condition[None]})["waveform"]
+                   for start in range(0, count, batch)]
+    return torch.cat(outputs).reshape(-1)[:mono.shape[-1]]
