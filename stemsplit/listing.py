@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from .cards import EVALUATIONS, JOBS
-from .catalogue import ModelInfo
+from .catalogue import ModelInfo, WeightFile
 
 IsCached = Callable[[ModelInfo], bool]
 PINNING = {
@@ -61,8 +61,13 @@ def origin(info: ModelInfo) -> list[str]:
     """Where its files come from."""
     if info.is_ensemble:
         return [f"stems {', '.join(part.stems)} from {part.model}" for part in info.parts]
-    place = f"the Hugging Face Hub, {info.repo_type} {info.repo} at {info.revision}"
-    return [f"{file.name}: " + (" or ".join(file.urls) if file.urls else place) for file in info.files]
+    def place(file: WeightFile) -> str:
+        if file.urls:
+            return " or ".join(file.urls)
+        repo_type, repo, revision = ("model", file.repo, file.revision) if file.repo else \
+            (info.repo_type, info.repo, info.revision)
+        return f"the Hugging Face Hub, {repo_type} {repo} at {revision}"
+    return [f"{file.name}: {place(file)}" for file in info.files]
 
 
 def in_full(info: ModelInfo, default: str, cached: bool) -> list[str]:

@@ -19,10 +19,11 @@ import torch
 from ..checkpoint import load_state_fitting
 from ..errors import ModelError
 from ..unpickling import NUMPY_ARRAY_GLOBALS, load_restricted, safe_global
-from .clap_text import ClapTextConfig, ClapTextTower, roberta_name
+from .clap_text import ClapTextConfig, ClapTextTower, RobertaConfig, roberta_name
 from .htsat import ClapAudioTower, HtsatConfig
 
 DATA_PARALLEL_PREFIX = "module."
+ROBERTA_HEAD_WIDTH = 64
 # What CLAP's state dict holds besides the towers: the contrastive heads and temperatures of its training.
 TRAINING_ONLY = ("text_transform.", "audio_transform.", "logit_scale_a", "logit_scale_t")
 # In the audio branch, what the embedding does not use or what our code derives from the config: the
@@ -77,10 +78,24 @@ def _projection(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
     return {"projection." + key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
 
 
+def text_config_of(state: dict[str, torch.Tensor]) -> ClapTextConfig:
+    """The text tower's shape as its weights give it (RoBERTa's heads are 64 wide, as in roberta-base)."""
+    words, positions = state.get("roberta.embeddings.words.weight"), state.get("roberta.embeddings.positions.weight")
+    expand = state.get("roberta.layers.0.expand.weight")
+    if words is None or positions is None or expand is None:
+        return ClapTextConfig()  # the strict check then names what is missing
+    layers = len({key.split(".")[2] for key in state if key.startswith("roberta.layers.")})
+    roberta = RobertaConfig(vocab_size=words.shape[0], hidden=words.shape[1], layers=layers,
+                            heads=words.shape[1] // ROBERTA_HEAD_WIDTH, intermediate=expand.shape[0],
+                            max_positions=positions.shape[0])
+    return ClapTextConfig(roberta=roberta)
+
+
 def load_text_tower(path: Path, config: ClapTextConfig | None = None) -> ClapTextTower:
-    """The text tower of a CLAP checkpoint (roberta-base's shape unless `config` says otherwise)."""
-    tower = ClapTextTower(config or ClapTextConfig())
-    load_state_fitting(tower, text_tower_state(clap_state(path)), path, "CLAP text tower")
+    """The text tower of a CLAP checkpoint, of the shape its weights give unless `config` says otherwise."""
+    state = text_tower_state(clap_state(path))
+    tower = ClapTextTower(config or text_config_of(state))
+    load_state_fitting(tower, state, path, "CLAP text tower")
     return tower.float().eval()
 
 
