@@ -15,6 +15,7 @@ from helpers import sdr, separate_tensor
 from stemsplit.bag import single_network_bag
 from stemsplit.catalogue import ModelInfo, WeightFile
 from stemsplit.chunking import ContextChunks
+from stemsplit.errors import ModelError
 from stemsplit.families import audiosep
 from stemsplit.family import CatalogueFiles, Fetched
 from stemsplit.networks import htsat
@@ -166,3 +167,26 @@ def test_an_example_query_is_embedded_as_laion_clap_embeds_it(reference, tmp_pat
     monkeypatch.setattr(audiosep, "TextTokenizer", None)  # an example never needs the text side
     (condition,) = audiosep.example_conditions({audiosep.CLAP: folder / audiosep.CLAP}, (tmp_path / "guitar.wav",))
     assert (condition - expected).abs().max() < 1e-4
+
+
+def test_a_file_without_audiosep_weights_is_refused(tmp_path):
+    torch.save({"state_dict": {"query_encoder.model.logit_scale_a": torch.zeros(())}}, tmp_path / "other.ckpt")
+    with pytest.raises(ModelError, match=r"is not an AudioSep checkpoint: no ss_model\.\* weights"):
+        audiosep.separator_of(tmp_path / "other.ckpt")
+
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+def test_an_audiosep_checkpoint_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    torch.save({"state_dict": {"ss_model.base.bn0.weight": torch.ones(1025)}, "hyper_parameters": RunsCode(marker)},
+               tmp_path / "hostile.ckpt")
+    with pytest.raises(ModelError, match=r"refers to builtins\.exec, which a weight file must not contain"):
+        audiosep.separator_of(tmp_path / "hostile.ckpt")
+    assert not marker.exists()
