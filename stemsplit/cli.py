@@ -47,7 +47,8 @@ class DefaultCommandGroup(click.Group):
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "[separate] [OPTIONS] INPUTS...")
-        formatter.write_usage(ctx.command_path, "models | download NAME... | --version | --help", "   or: ")
+        formatter.write_usage(ctx.command_path, "models | queries | download NAME... | --version | --help",
+                              "   or: ")
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """After the commands, the options of the default one, which most runs use."""
@@ -488,6 +489,17 @@ def model_lines(name: str | None, job: str | None, as_json: bool, markdown: bool
     if name:
         return listing.in_full(chosen[0], default, is_cached(chosen[0]))
     return listing.overview(catalogue, default, job, is_cached)
+
+
+@main.command(short_help="List the AudioSet labels USS is queried by.")
+def queries() -> None:
+    """The 527 AudioSet labels `-n uss --query LABEL` takes, one a line; other words find the closest label."""
+    from .labels import labels
+
+    try:
+        write_stdout(io.BytesIO("".join(f"{label}\n" for label in labels()).encode()))
+    except ClosedPipe:
+        sys.exit(EXIT_CLOSED_PIPE)
 
 
 @main.command(short_help="Download models for later offline use.")

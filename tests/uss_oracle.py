@@ -6,6 +6,9 @@ AudioSet metadata from the internet at import, and need lightning: they are not 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
 from stemsplit.networks.resunet import ResUNet30, ResUNetConfig, from_reference
@@ -53,3 +56,37 @@ def reference_separation(reference: torch.nn.Module, mono: torch.Tensor, conditi
         outputs = [reference({"mixture": segments[start:start + batch], "condition": condition[None]})["waveform"]
                    for start in range(0, count, batch)]
     return torch.cat(outputs).reshape(-1)[:mono.shape[-1]]
+
+
+def reference_cnn14(seed: int = 0, home: Path | None = None):
+    """panns-inference's Cnn14 (Cnn14_mAP=0.431's configuration) with random weights. panns_inference reads its
+    label list from ~/panns_data at import (fetching it when missing): `home` is given our copy, as HOME."""
+    import os
+    import shutil
+
+    from stemsplit.labels import LABELS_FILE
+
+    if "panns_inference" not in sys.modules:
+        (Path(home) / "panns_data").mkdir(parents=True, exist_ok=True)
+        shutil.copy(LABELS_FILE, Path(home) / "panns_data" / "class_labels_indices.csv")
+        saved, os.environ["HOME"] = os.environ.get("HOME"), str(home)
+        try:
+            import panns_inference.models  # noqa: F401
+        finally:
+            os.environ.pop("HOME") if saved is None else os.environ.__setitem__("HOME", saved)
+    from panns_inference.models import Cnn14 as Reference
+
+    torch.manual_seed(seed)
+    reference = Reference(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
+                          classes_num=527).eval()
+    with torch.no_grad():
+        for name, value in reference.state_dict().items():
+            if "extractor" in name or "num_batches" in name:
+                continue
+            if "running_var" in name:
+                value.copy_(torch.rand_like(value) * 0.5 + 0.75)
+            elif "running_mean" in name:
+                value.copy_(torch.randn_like(value) * 0.1)
+            else:
+                value.add_(torch.randn_like(value) * SCALE)
+    return reference

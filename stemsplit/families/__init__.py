@@ -24,6 +24,7 @@ TABLE = {
     "vr": "vr",
     "demucs_v2": "demucs_v2",
     "tasnet": "demucs_v2",
+    "uss": "uss",
     "audiosep": "audiosep",
 }
 
