@@ -10,6 +10,7 @@ only the text tower, an example only the audio tower) and roberta-base's BPE fil
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -64,7 +65,7 @@ def example_conditions(paths: dict[str, Path], examples: tuple[Path, ...]) -> li
                                      config.clip_samples)[None])[0] for path in examples]
 
 
-def build(files: CatalogueFiles, queries: Queries, notify) -> Bag:
+def build(files: CatalogueFiles, queries: Queries, notify: Callable[[str], None]) -> Bag:
     paths = {Path(fetched.entry.name).name: fetched.path for fetched in files.files}
     separator = separator_of(paths[SEPARATOR])
     conditions = text_conditions(paths, queries.texts) if queries.texts else []
