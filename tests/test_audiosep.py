@@ -190,3 +190,41 @@ def test_an_audiosep_checkpoint_that_would_run_code_is_refused_and_runs_nothing(
     with pytest.raises(ModelError, match=r"refers to builtins\.exec, which a weight file must not contain"):
         audiosep.separator_of(tmp_path / "hostile.ckpt")
     assert not marker.exists()
+
+
+def test_the_catalogue_entry_downloads_from_the_space_and_roberta_base(tmp_path, monkeypatch):
+    """`stemsplit download audiosep` through a loopback Hub: the Space's two checkpoints (LFS: SHA-256 ETags)
+    and roberta-base's BPE files (kept in git: git blob id ETags), each verified and its SHA-256 recorded."""
+    import hashlib
+    import json
+
+    import huggingface_hub.constants
+
+    from hub_server import HubServer
+    from stemsplit.catalogue import find_model
+    from stemsplit.hub import VERIFICATIONS, hub_cache
+    from stemsplit.registry import download
+
+    server = HubServer().start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    for name in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    info = find_model("audiosep")
+    contents = {file.name: f"bytes of {file.name}".encode() for file in info.files}
+    for file in info.files:
+        server.add(file.repo or info.repo, ("ab" if file.repo else "cd") * 20, file.name, contents[file.name])
+        if file.repo:
+            content = contents[file.name]
+            server.etags[file.repo, file.name] = hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+    try:
+        download(info)
+    finally:
+        server.stop()
+    for folder, names in (("spaces--Audio-AGI--AudioSep", [audiosep.SEPARATOR, audiosep.CLAP]),
+                          ("models--FacebookAI--roberta-base", [audiosep.VOCAB, audiosep.MERGES])):
+        record = json.loads((hub_cache() / folder / VERIFICATIONS).read_text())
+        for name in names:
+            key = next(key for key in record if key.endswith(name))
+            assert record[key]["sha256"] == hashlib.sha256(contents[key.split("/", 1)[1]]).hexdigest()
