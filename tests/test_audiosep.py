@@ -15,7 +15,7 @@ from helpers import sdr, separate_tensor
 from stemsplit.bag import single_network_bag
 from stemsplit.catalogue import ModelInfo, WeightFile
 from stemsplit.chunking import ContextChunks
-from stemsplit.errors import ModelError
+from stemsplit.errors import InputError, ModelError
 from stemsplit.families import audiosep
 from stemsplit.family import CatalogueFiles, Fetched
 from stemsplit.networks import htsat
@@ -228,3 +228,10 @@ def test_the_catalogue_entry_downloads_from_the_space_and_roberta_base(tmp_path,
         for name in names:
             key = next(key for key in record if key.endswith(name))
             assert record[key]["sha256"] == hashlib.sha256(contents[key.split("/", 1)[1]]).hexdigest()
+
+
+def test_an_empty_example_is_one_clear_error_before_any_tower_loads(tmp_path, monkeypatch):
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 48000)
+    monkeypatch.setattr(audiosep, "load_audio_tower", None)  # never reached
+    with pytest.raises(InputError, match=r"empty\.wav contains no audio samples$"):
+        audiosep.example_conditions({}, (tmp_path / "empty.wav",))

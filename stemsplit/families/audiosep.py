@@ -59,10 +59,12 @@ def text_conditions(paths: dict[str, Path], texts: tuple[str, ...]) -> list[torc
 
 def example_conditions(paths: dict[str, Path], examples: tuple[Path, ...]) -> list[torch.Tensor]:
     """Each example decoded at 48 kHz mono, made 10 s long as CLAP takes it, through the audio tower."""
-    config, tower = HtsatConfig(), load_audio_tower(paths[CLAP])
+    config = HtsatConfig()  # every example is decoded (a bad one refused) before the tower loads
+    clips = [clip_for_tower(torch.from_numpy(read_example(path, config.sample_rate)), config.clip_samples)
+             for path in examples]
+    tower = load_audio_tower(paths[CLAP])
     with torch.no_grad():
-        return [tower(clip_for_tower(torch.from_numpy(read_example(path, config.sample_rate)),
-                                     config.clip_samples)[None])[0] for path in examples]
+        return [tower(clip[None])[0] for clip in clips]
 
 
 def build(files: CatalogueFiles, queries: Queries, notify: Callable[[str], None]) -> Bag:
