@@ -36,6 +36,9 @@ EVALUATIONS = {
     "multisong": Evaluation("Multisong, MSST's table",
                             "SDR (dB) on MVSEP's Multisong set, as the table of pretrained models of ZFTurbo's "
                             "Music-Source-Separation-Training (MSST) gives it"),
+    "audiosep_music": Evaluation("MUSIC set SDRi, AudioSep's",
+                                 "SDR improvement (dB, over the mix) on the MUSIC set's instrument clips, queried by "
+                                 "the instrument's name, as AudioSep's README gives it (not MUSDB, not songs)"),
     "audio_separator": Evaluation("audio-separator's songs",
                                   "median SDR (dB, museval) over MUSDB18-HQ training songs, which a model may have "
                                   "been trained on (not a held-out set), from audio-separator 0.47.1's "

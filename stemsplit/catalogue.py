@@ -50,6 +50,8 @@ class WeightFile:
     legacy: str | None = None  # demucs packages: the file's name in the reference tool's original repository
     legacy_sha256: str | None = None
     shares: tuple[float, ...] | None = None  # how much each stem of this network counts in the model
+    repo: str | None = None  # a Hub file from another model repo than its entry's (a tokenizer's, say)...
+    revision: str | None = None  # ...at this revision
 
     @property
     def signature(self) -> str:
@@ -271,8 +273,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return f"a model of job query lists what it takes, `queries`, among {', '.join(QUERY_KINDS)}"
     if any(not file.urls for file in info.files) and not (info.repo and info.revision):
         return "files from the Hub need a repo and a revision"
-    if info.repo_type not in ("model", "dataset"):
-        return "repo_type must be model or dataset"
+    if info.repo_type not in ("model", "dataset", "space"):
+        return "repo_type must be model, dataset or space"
     if info.names and not all(isinstance(name, str) and name for pair in info.names for name in pair):
         return "names maps the network's stem names to the model's"
     if info.segment is not None and (isinstance(info.segment, bool) or not isinstance(info.segment, (int, float))
@@ -286,6 +288,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
 
 
 def _file_problem(file: WeightFile, stems: int) -> str | None:
+    if bool(file.repo) != bool(file.revision) or (file.repo and file.urls):
+        return "a file of its own Hub repo gives both `repo` and `revision`, and no urls"
     for sha256 in (file.sha256, file.legacy_sha256):
         if sha256 is not None and not SHA256_PATTERN.fullmatch(sha256):
             return "SHA-256 values must be 64 lowercase hex digits"

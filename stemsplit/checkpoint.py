@@ -133,7 +133,12 @@ def config_section(data: Any, name: str) -> dict:
 def load_fitting(network: torch.nn.Module, checkpoint: Path, what: str) -> None:
     """`checkpoint`'s weights into `network`, strict: a weight missing, unexpected or of another shape is
     a ModelError saying how many of each (`what` names the config's kind)."""
-    state, expected = read_state_dict(checkpoint), network.state_dict()
+    load_state_fitting(network, read_state_dict(checkpoint), checkpoint, what)
+
+
+def load_state_fitting(network: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: Path, what: str) -> None:
+    """`state` (read from `checkpoint`) into `network`, strict, as load_fitting checks it."""
+    expected = network.state_dict()
     missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
     misshapen = {key for key in expected.keys() & state.keys() if expected[key].shape != state[key].shape}
     if missing or unexpected or misshapen:

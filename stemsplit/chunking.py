@@ -24,6 +24,9 @@ its implementation means cutting the song the same way:
 - `WholeSong` (UVR's VR architecture): the whole song in one run, the network windowing it itself.
 - `AbuttingSegments` (USS): segments of a fixed length end to end, no overlap, the last one read on into
   silence; the outputs joined as they are.
+- `ContextChunks` (AudioSep's `use_chunk`): windows of left context + centre + right context at a stride
+  of the centre, each keeping its centre only (the first also its left context); the last window is cut
+  at the song's end and keeps all after its left context; a song no longer than one window in one run.
 
 A family picks one of these as its networks' `chunking`, or adds its own here.
 """
@@ -361,3 +364,35 @@ class AbuttingSegments:
             if getattr(settings, name):
                 raise ValueError(f"{name} is for HT Demucs and RoFormer models; query models cut the song into "
                                  "segments of their own length")
+
+
+@dataclass(frozen=True)
+class ContextChunks:
+    """AudioSep's `use_chunk` procedure (models/resunet.py, ResUNet30.chunk_inference): windows of
+    `left + centre + right` samples at a stride of `centre`. While a window ends before the song does, it
+    contributes its centre (the first window from its start); the first window that reaches the end is
+    read only up to the end and contributes everything after its left context. AudioSep leaves a song no
+    longer than one window silent; here it goes through the network in one run, as without `use_chunk`."""
+
+    left: int
+    centre: int
+    right: int
+    normalised = False
+    summed = False
+
+    def passes(self, length: int, samplerate: int, settings: ChunkSettings) -> list[list[Chunk]]:
+        window = self.left + self.centre + self.right
+        if length <= window:
+            return [[Chunk(0, length, 0, length)]]
+        chunks = [Chunk(0, self.left + self.centre, 0, window)]
+        start = self.centre
+        while start + window < length:
+            chunks.append(Chunk(start + self.left, self.centre, start, window))
+            start += self.centre
+        return [chunks + [Chunk(start + self.left, length - start - self.left, start, length - start)]]
+
+    def window(self, samplerate: int, settings: ChunkSettings) -> Ones:
+        return Ones()
+
+    def check(self, samplerate: int, settings: ChunkSettings) -> None:
+        AbuttingSegments.check(self, samplerate, settings)

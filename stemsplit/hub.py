@@ -4,6 +4,7 @@ or when the Hub (or a proxy) does not answer within the download timeout (downlo
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from .catalogue import COMMIT_PATTERN, SHA256_PATTERN
 from .downloads import TIMEOUT_VARIABLE, Announcement, download_timeout
 from .errors import ModelError
 from .files import read_record, sha256_of, write_record
+
+GIT_BLOB = "git-blob:"  # an expected id that is a git blob id (a small file the Hub keeps in git, not LFS)
 
 if TYPE_CHECKING:
     from .catalogue import ModelInfo, WeightFile
@@ -69,15 +72,18 @@ def fetch(info: ModelInfo, file: WeightFile, announcement: Announcement) -> tupl
     """The cached path of a verified weight file and its SHA-256, downloading it if needed.
 
     A file without a pinned SHA-256 is checked against the one the Hub publishes for it (its LFS
-    object id) at the commit the revision pointed to on first download; both are then recorded
+    object id; for a small file kept in git rather than LFS, its git blob id) at the commit the
+    revision pointed to on first download; the commit and the file's SHA-256 are then recorded
     in the cache, so later runs, online or not, check against that verification.
     """
-    commit, sha256 = info.revision, file.sha256
-    if sha256 is None:
-        commit, sha256 = _verified_origin(info, file)
+    commit, expected = info.revision, file.sha256
+    if expected is None:
+        commit, expected = _verified_origin(info, file)
     path = _download(info, file, commit, announcement)
     try:
-        corrupt = sha256_of(path) != sha256
+        sha256 = sha256_of(path)
+        corrupt = (git_blob_id(path) != expected[len(GIT_BLOB):]) if expected.startswith(GIT_BLOB) \
+            else sha256 != expected
         if corrupt:
             _remove_cached(path)
     except OSError as error:  # e.g. a read-only cache
@@ -163,10 +169,19 @@ def _verified_origin(info: ModelInfo, file: WeightFile) -> tuple[str, str]:
         raise _not_downloaded(info)
     metadata = _metadata(info, file, info.revision)
     etag = (metadata.etag or "").strip('"')
-    if not SHA256_PATTERN.fullmatch(etag) or not metadata.commit_hash:
-        raise ModelError(f"the Hub publishes no SHA-256 for {file.name} of model '{info.name}', "
+    if not (SHA256_PATTERN.fullmatch(etag) or COMMIT_PATTERN.fullmatch(etag)) or not metadata.commit_hash:
+        raise ModelError(f"the Hub publishes no SHA-256 or git blob id for {file.name} of model '{info.name}', "
                          "so it cannot be verified")
-    return metadata.commit_hash, etag
+    return metadata.commit_hash, etag if SHA256_PATTERN.fullmatch(etag) else GIT_BLOB + etag
+
+
+def git_blob_id(path: Path) -> str:
+    """git's object id of the file's bytes (SHA-1 of "blob <size>\\0" and them), as the Hub names a non-LFS file."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _verification_key(info: ModelInfo, file: WeightFile) -> str:

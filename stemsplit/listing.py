@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from .cards import EVALUATIONS, JOBS
-from .catalogue import ModelInfo
+from .catalogue import ModelInfo, WeightFile
 from .chain_steps import ChainStep
 from .queries import describe
 
@@ -66,8 +66,13 @@ def origin(info: ModelInfo) -> list[str]:
         return [step_line(number, step) for number, step in enumerate(info.steps, 1)]
     if info.is_ensemble:
         return [f"stems {', '.join(part.stems)} from {part.model}" for part in info.parts]
-    place = f"the Hugging Face Hub, {info.repo_type} {info.repo} at {info.revision}"
-    return [f"{file.name}: " + (" or ".join(file.urls) if file.urls else place) for file in info.files]
+    def place(file: WeightFile) -> str:
+        if file.urls:
+            return " or ".join(file.urls)
+        repo_type, repo, revision = ("model", file.repo, file.revision) if file.repo else \
+            (info.repo_type, info.repo, info.revision)
+        return f"the Hugging Face Hub, {repo_type} {repo} at {revision}"
+    return [f"{file.name}: {place(file)}" for file in info.files]
 
 
 def step_line(number: int, step: ChainStep) -> str:

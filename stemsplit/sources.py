@@ -17,6 +17,7 @@ used and an uncached one fails at once.
 
 from __future__ import annotations
 
+
 import hashlib
 import http.client
 import json
@@ -63,7 +64,7 @@ def url_cache() -> Path:
 def fetch_file(info: ModelInfo, file: WeightFile, announcement: Announcement) -> tuple[Path, str]:
     """The verified local path of a catalogue file (an archive's unpacked folder) and its SHA-256."""
     if not file.urls:
-        return hub.fetch(info, file, announcement)
+        return hub.fetch(hub_origin(info, file), file, announcement)
     pinned = _pinned(info, file, announcement)
     try:
         return _fetch_pinned(info, pinned, announcement), pinned.sha256
@@ -72,6 +73,11 @@ def fetch_file(info: ModelInfo, file: WeightFile, announcement: Announcement) ->
             raise
         raise ModelError(f"{error} (its SHA-256 was recorded at its first download, in {url_cache() / RECORD})") \
             from None
+
+
+def hub_origin(info: ModelInfo, file: WeightFile) -> ModelInfo:
+    """The model as the Hub serves `file`: from the entry's repo, or from the file's own model repo."""
+    return replace(info, repo=file.repo, revision=file.revision, repo_type="model") if file.repo else info
 
 
 def _fetch_pinned(info: ModelInfo, file: WeightFile, announcement: Announcement) -> Path:
@@ -83,7 +89,7 @@ def _fetch_pinned(info: ModelInfo, file: WeightFile, announcement: Announcement)
 def file_cached(info: ModelInfo, file: WeightFile) -> bool:
     """Whether the file is in its cache (looked up, not verified)."""
     if not file.urls:
-        return hub.file_cached(info, file)
+        return hub.file_cached(hub_origin(info, file), file)
     file = file if file.sha256 else _recorded(file)
     if file is None:
         return False

@@ -115,12 +115,14 @@ def is_torchscript(path: Path) -> bool:
         return any(name.split("/")[-1] == "constants.pkl" for name in archive.namelist())
 
 
-def load_restricted(path: Path, find_global: FindGlobal = safe_global) -> Any:
-    """The object a torch pickle holds, every global it names resolved by `find_global`."""
+def load_restricted(path: Path, find_global: FindGlobal = safe_global, mmap: bool = False) -> Any:
+    """The object a torch pickle holds, every global it names resolved by `find_global`. With `mmap`,
+    a zip-format file's tensors are mapped, not read: only those used are ever read from disk."""
     if is_torchscript(path):
         # torch.load would hand such an archive to torch.jit.load, bypassing the allow-list.
         raise ModelError(f"{path} is a TorchScript archive, not a weight file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module(find_global))
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module(find_global),
+                          mmap=mmap and zipfile.is_zipfile(path))
     except Exception as error:  # a refused global, a truncated or foreign file
         raise ModelError(f"cannot load {path}: {error}") from error

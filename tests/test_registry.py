@@ -541,10 +541,30 @@ def test_unpinned_file_is_checked_against_the_hubs_sha256_then_against_the_recor
     assert not cached.exists()
 
 
-def test_unpinned_file_the_hub_gives_no_sha256_for_is_refused(hub, weights):
+def git_blob(content: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def test_unpinned_file_kept_in_git_is_checked_against_its_blob_id_and_its_sha256_recorded(hub, reference, weights):
     hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
-    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = "0123abcd" * 5  # a git blob id: not an LFS file
-    with pytest.raises(ModelError, match=f"publishes no SHA-256 for {SIGNATURE}.safetensors"):
+    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = git_blob(weights)  # a small file the Hub keeps in git
+    assert_same_weights(download_bag(unpinned(tiny_info(weights))), reference)
+    record = json.loads((hub_cache() / f"models--{REPO_ID.replace('/', '--')}" / VERIFICATIONS).read_text())
+    assert record[f"main/{SIGNATURE}.safetensors"]["sha256"] == hashlib.sha256(weights).hexdigest()
+
+
+def test_unpinned_file_whose_bytes_differ_from_its_git_blob_id_is_refused(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = git_blob(b"other bytes")
+    with pytest.raises(ModelError, match="was corrupt"):
+        download_bag(unpinned(tiny_info(weights)))
+    assert not cached_files(tiny_info(weights))
+
+
+def test_unpinned_file_the_hub_gives_no_id_for_is_refused(hub, weights):
+    hub.add(REPO_ID, COMMIT, f"{SIGNATURE}.safetensors", weights)
+    hub.etags[REPO_ID, f"{SIGNATURE}.safetensors"] = "W/weak-etag"
+    with pytest.raises(ModelError, match=f"publishes no SHA-256 or git blob id for {SIGNATURE}.safetensors"):
         download_bag(unpinned(tiny_info(weights)))
     assert not cached_files(tiny_info(weights))
 

@@ -25,6 +25,7 @@ TABLE = {
     "demucs_v2": "demucs_v2",
     "tasnet": "demucs_v2",
     "uss": "uss",
+    "audiosep": "audiosep",
 }
 
 
