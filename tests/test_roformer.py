@@ -412,3 +412,16 @@ def test_a_file_without_named_tensors_is_a_model_error(tmp_path):
     torch.save([torch.zeros(1)], path)
     with pytest.raises(ModelError, match=r"^.*list\.ckpt does not hold a state dict of named tensors$"):
         read_state_dict(path)
+
+
+def test_a_network_loaded_in_inference_mode_runs_in_and_out_of_it():
+    """Weights assigned in inference mode are inference tensors, which have no version counter to key on."""
+    config = small()
+    oracle, _ = network_pair(config)
+    with torch.inference_mode():
+        ours = roformer(config).eval()
+        ours.load_state_dict(oracle.state_dict(), strict=True, assign=True)
+        audio = mixture(config, HOP * 20)
+        inside = ours(audio)
+    with torch.no_grad():
+        assert torch.equal(ours(audio), inside)

@@ -105,11 +105,13 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         freqs = 1.0 / ROTARY_THETA ** (torch.arange(0, dim_head, 2).float() / dim_head)
         self.freqs = nn.Parameter(freqs, requires_grad=False)
-        self.cache: tuple[tuple, Tensor] | None = None  # (length, device, version of freqs), rotations
+        self.cache: tuple[tuple, Tensor] | None = None  # (length, device, which freqs), rotations
 
     def rotations(self, length: int, device: torch.device) -> Tensor:
         """(length, dim_head / 2) unit complex numbers, made once per length: every layer shares them."""
-        key = (length, device, self.freqs._version)
+        # An inference tensor (weights loaded in inference mode) has no version counter; its storage names it.
+        version = None if self.freqs.is_inference() else self.freqs._version
+        key = (length, device, self.freqs.data_ptr(), version)
         if self.cache is None or self.cache[0] != key:
             with torch.inference_mode(False), torch.no_grad():  # usable in and out of inference mode
                 angles = torch.arange(length, device=device, dtype=torch.float32)[:, None] * self.freqs.float()
