@@ -2,6 +2,7 @@
 
     python benchmarks/phases.py --seconds 180            # the 3-minute song, one run of each tool
     python benchmarks/phases.py --seconds 30 --repeat 2  # alternated runs; the fastest total of each counts
+    python benchmarks/phases.py --seconds 60 --before /tmp/old   # also stemsplit from an older source tree
 
 Both tools get the same random htdemucs-shaped weights (bench.py's) and the same synthesised song, and
 each runs in its own process as its command line would (`stemsplit ... --repo`, `demucs.separate`
@@ -120,23 +121,27 @@ def run_tool(tool: str, repo: Path, song: Path, out: Path) -> dict[str, float]:
             for clock, seconds, total in zip(("wall", "cpu"), (phases.seconds, phases.cpu), totals)}
 
 
-def measure(tool: str, repo: Path, song: Path, out: Path) -> dict[str, float]:
+def measure(tool: str, repo: Path, song: Path, out: Path, tree: Path | None = None) -> dict[str, dict[str, float]]:
+    """One run of `tool` in a process of its own; `tree`: import stemsplit from that source tree."""
     command = [sys.executable, __file__, "--tool", tool, str(repo), str(song), str(out)]
-    result = subprocess.run(command, capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode:
         sys.exit(f"error: {shlex.join(command)} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def table(runs: dict[str, dict[str, dict[str, float]]], seconds: int) -> list[str]:
-    """Wall and CPU seconds of each phase, stemsplit's beside demucs 4.1's."""
-    lines = [f"| phase, {seconds} s song | stemsplit wall s | demucs 4.1 wall s | stemsplit CPU s | demucs 4.1 CPU s |",
-             "| --- | --- | --- | --- | --- |"]
+    """Wall and CPU seconds of each phase, each tool's beside the others'."""
+    tools = list(runs)
+    head = [f"{tool} {clock}" for clock in ("wall s", "CPU s") for tool in tools]
+    lines = [f"| phase, {seconds} s song | " + " | ".join(head) + " |", "|" + " --- |" * (len(head) + 1)]
     for row in ROWS:
-        cells = [runs[tool][clock].get(row) for clock in ("wall", "cpu") for tool in ("stemsplit", "reference")]
+        cells = [runs[tool][clock].get(row) for clock in ("wall", "cpu") for tool in tools]
         lines.append(f"| {row} | " + " | ".join("-" if cell is None else f"{cell:.2f}" for cell in cells) + " |")
-    ratios = [runs["stemsplit"][clock]["total"] / runs["reference"][clock]["total"] for clock in ("wall", "cpu")]
-    lines.append(f"| ratio stemsplit / demucs 4.1 | {ratios[0]:.2f} | | {ratios[1]:.2f} | |")
+    for tool in tools[:1] + tools[2:]:
+        ratios = [runs[tool][clock]["total"] / runs["demucs 4.1"][clock]["total"] for clock in ("wall", "cpu")]
+        lines.append(f"\n{tool} / demucs 4.1: {ratios[0]:.2f} wall, {ratios[1]:.2f} CPU")
     return lines
 
 
@@ -144,6 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=180)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each tool, alternated")
+    parser.add_argument("--before", type=Path, help="a source tree of stemsplit to time as well (its PYTHONPATH)")
     parser.add_argument("--tool", nargs=4, metavar=("TOOL", "REPO", "SONG", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tool:
@@ -152,18 +158,22 @@ def main() -> None:
         return
     from bench import machine
 
+    tools = {"stemsplit": ("stemsplit", None), "demucs 4.1": ("reference", None)}
+    if args.before:
+        tools["stemsplit before"] = ("stemsplit", args.before)
+
     with tempfile.TemporaryDirectory(prefix="stemsplit-phases-") as folder:
         tmp = Path(folder)
         (tmp / "weights").mkdir()
         random_weights(tmp / "weights")
         song = tmp / "song.wav"
         synthesise(song, args.seconds)
-        runs: dict[str, list[dict[str, dict[str, float]]]] = {"stemsplit": [], "reference": []}
+        runs: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in tools}
         for _ in range(args.repeat):
-            for tool in runs:
-                runs[tool].append(measure(tool, tmp / "weights", song, tmp / f"out-{tool}"))
-                total = runs[tool][-1]["wall"]["total"]
-                print(f"  {tool}: {total:.1f} s, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+            for name, (tool, tree) in tools.items():
+                runs[name].append(measure(tool, tmp / "weights", song, tmp / f"out-{tool}-{tree is None}", tree))
+                total = runs[name][-1]["wall"]["total"]
+                print(f"  {name}: {total:.1f} s, load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
     best = {tool: min(tool_runs, key=lambda run: run["wall"]["total"]) for tool, tool_runs in runs.items()}
     print(f"`{shlex.join(['python', *sys.argv])}` on {machine()}; load average {os.getloadavg()[0]:.1f} at the end\n")
     print("\n".join(table(best, args.seconds)))
