@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def save_random_checkpoint(config_path: Path, path: Path) -> None:
-    from stemsplit.checkpoint import read_config
+    from stemsplit.families.roformer import read_config
     from stemsplit.networks.roformer import roformer
 
     torch.manual_seed(0)
@@ -44,7 +44,7 @@ def save_random_checkpoint(config_path: Path, path: Path) -> None:
 def run_oracle(checkpoint: Path, config_path: Path, song: Path, out: Path) -> None:
     """The oracle's side, in its own process: its network and its demix."""
     from roformer_oracle import oracle_demix, oracle_network
-    from stemsplit.checkpoint import read_config
+    from stemsplit.families.roformer import read_config
 
     config = read_config(config_path)
     network = oracle_network(config.network)
@@ -70,7 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.oracle:
         return run_oracle(*map(Path, args.oracle))
-    from stemsplit.checkpoint import read_config
+    from stemsplit.families.roformer import read_config
 
     config_path = ROOT / "stemsplit" / "configs" / args.config
     target = read_config(config_path).sources[0]
