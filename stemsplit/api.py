@@ -16,7 +16,8 @@ from .errors import InputError, SettingsError
 from .files import temporary_prefix
 from .registry import load_bag
 from .runner import input_failure
-from .separation import Decided, Settings, at_input_rate, decide, resolve_device, separate_stream
+from .chain import Chain, separated, then_chain
+from .separation import Decided, Settings, decide, resolve_device
 
 AudioSource = Union[str, Path, bytes, tuple[np.ndarray, int]]
 SETTINGS = frozenset(setting.name for setting in fields(Settings))
@@ -31,7 +32,7 @@ class Separated(NamedTuple):
 class Separator:
     """A loaded model with its settings decided, ready to separate many songs into `stems`."""
 
-    def __init__(self, bag: Bag, decided: Decided, stems: list[str] | None = None):
+    def __init__(self, bag: Bag | Chain, decided: Decided, stems: list[str] | None = None):
         decided.check(bag)
         self.bag, self.decided = bag, decided
         self.stems = stems or list(bag.stems)
@@ -53,7 +54,7 @@ class Separator:
             with open_song(path, self.bag.samplerate, self.bag.audio_channels) as song:
                 try:
                     blocks = [pick_outputs(block, self.bag.stems, self.stems) for block in
-                              at_input_rate(separate_stream(self.bag, song, self.decided), self.bag, song)]
+                              separated(self.bag, song, self.decided, lambda step: lambda done, total: None)]
                 except RuntimeError as error:  # e.g. out of memory: that input's failure, worded as the CLI's
                     raise InputError(input_failure(str(source) if isinstance(source, (str, Path)) else "the audio",
                                                    error)) from error
@@ -108,12 +109,14 @@ def channels_first(samples: np.ndarray) -> np.ndarray:
 
 def load_model(name: str | None = None, *, repo: str | Path | None = None, checkpoint: str | Path | None = None,
                config: str | Path | None = None, device: str = "auto", stems: Sequence[str] = (),
-               two_stems: str | None = None, other_method: str = "add", **settings: object) -> Separator:
+               two_stems: str | None = None, other_method: str = "add", then: Sequence[str] = (),
+               **settings: object) -> Separator:
     """The named model (default `htdemucs`), or local `checkpoint` files (a RoFormer's with its YAML
     `config`, or a folder of Spleeter checkpoints), on `device` ("auto", "cpu", "cuda", "mps").
 
     `stems` keeps only those stems; `two_stems="vocals"` gives vocals and no_vocals, the sum of the other
     stems (`other_method="add"`) or the mix minus vocals ("minus": only the networks vocals need run).
+    `then=["vocals:MODEL", ...]` makes a chain: each STEM of what came before separated by MODEL (as `--then`).
     `settings` are those of `separation.Settings`: shifts, overlap, segment, batch_size, precision.
     A precision that would run slower than float32 on `device` raises SettingsError (a ValueError); "auto" picks the
     fastest there is (`.settings.precision` says which).
@@ -129,6 +132,10 @@ def load_model(name: str | None = None, *, repo: str | Path | None = None, check
     except TypeError as exc:
         raise SettingsError(str(exc)) from None
     bag = load_bag(name, _path(repo), checkpoint=_path(checkpoint), config=_path(config))
+    try:
+        bag = then_chain(bag, then, _path(repo), lambda message: None) if then else bag
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     try:
         names = output_names(bag.stems, stems, two_stems)
     except ValueError as exc:

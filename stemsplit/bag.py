@@ -43,7 +43,12 @@ class Network(Protocol):
 @dataclass
 class Member:
     network: Network
-    shares: dict[str, float]  # stem of the bag -> share of the network's output of that name
+    shares: dict[str, float]  # stem of the bag -> share of the network's output for that stem
+    outputs: dict[str, str] = field(default_factory=dict)  # stem of the bag -> the network's name for it, if another
+
+    def output(self, stem: str) -> str:
+        """The network's name for the bag's `stem`."""
+        return self.outputs.get(stem, stem)
 
 
 @dataclass
@@ -66,7 +71,8 @@ class Bag:
             if not any(member.shares.get(stem) for member in self.members):
                 raise ModelError(f"no network of model '{self.name}' gives its stem '{stem}'")
         for member in self.members:
-            missing = [stem for stem in member.shares if stem not in member.network.sources]
+            outputs = [member.output(stem) for stem in member.shares]
+            missing = [output for output in outputs if output not in member.network.sources]
             if missing:
                 raise ModelError(f"a network of model '{self.name}' has no output '{missing[0]}'")
 
@@ -94,7 +100,7 @@ class Bag:
         wanted = [stem for stem in stems if stem != residual]
         if self.residual in wanted:  # it needs every other stem
             return self
-        members = [Member(m.network, {s: w for s, w in m.shares.items() if s in wanted and w})
+        members = [Member(m.network, {s: w for s, w in m.shares.items() if s in wanted and w}, m.outputs)
                    for m in self.members]
         members = [m for m in members if m.shares]
         return Bag(self.name, list(stems), members, residual, self.identity)
@@ -108,6 +114,20 @@ class Bag:
         if other_method == "minus":
             return self.needing(names, residual=derived[0])
         return self.needing(self.stems)
+
+    def renamed(self, names: dict[str, str]) -> Bag:
+        """The same networks with stems called as `names` says (stems it does not name keep theirs): the
+        catalogue's word for what a community checkpoint's stems are ("no reverb" -> dry)."""
+        def call(stem: str) -> str:
+            return names.get(stem, stem)
+
+        stems = [call(stem) for stem in self.stems]
+        if len(set(stems)) < len(stems):
+            raise ModelError(f"model '{self.name}' would call two of its stems {stems} alike")
+        members = [Member(m.network, {call(s): w for s, w in m.shares.items()},
+                          {call(s): m.output(s) for s in m.shares}) for m in self.members]
+        residual = call(self.residual) if self.residual else None
+        return Bag(self.name, stems, members, residual, self.identity)
 
     def scales(self) -> list[dict[str, float]]:
         """Per member, the share of its output in each computed stem (shares normalised per stem)."""

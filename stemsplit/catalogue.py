@@ -3,7 +3,8 @@
 A *network model* is made by one family from its weight files (`files`), fetched from the Hub
 or from plain URLs (`urls`, pinned by SHA-256 and size; see sources.py), pinned by SHA-256 where a
 public page gives it; its networks may be of several `families` (mdx mixes two). An *ensemble*
-takes stems from other models (`parts`), its `residual` stem the mix minus the others.
+takes stems from other models (`parts`), its `residual` stem the mix minus the others. A *chain*
+(`family = "chain"`) separates a stem of one model with the next (`steps`, see chain_steps.py).
 Reading the catalogue imports no torch.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .cards import Card, card_from
+from .chain_steps import ChainStep, lay_out
 from .errors import ModelError
 from .families import family_names
 
@@ -79,11 +81,22 @@ class ModelInfo:
     segment: float | None = None  # demucs bags: seconds pushed into their members, as the reference's bag does
     parts: tuple[EnsemblePart, ...] = ()  # ensembles
     residual: str | None = None  # ensembles: the stem that is the mix minus the others
+    names: tuple[tuple[str, str], ...] = ()  # a network's stem -> what the model calls it, where they differ
     card: Card = Card()  # what helps choose it: job, published quality, measured cost, who trained it
+    steps: tuple[ChainStep, ...] = ()  # chains
 
     @property
     def is_ensemble(self) -> bool:
         return bool(self.parts)
+
+    @property
+    def is_chain(self) -> bool:
+        return self.family == CHAIN
+
+    @property
+    def made_of(self) -> tuple[str, ...]:
+        """The models an ensemble or a chain runs (none for a network model)."""
+        return tuple(part.model for part in self.parts) or tuple(step.model for step in self.steps)
 
     @property
     def network_families(self) -> tuple[str, ...]:
@@ -94,15 +107,18 @@ class ModelInfo:
         """How `stemsplit models` names what it is: its family (or families), or the models it ensembles."""
         if self.is_ensemble:
             return f"ensemble of {' + '.join(part.model for part in self.parts)}"
+        if self.is_chain:
+            return "chain of " + ", then ".join(
+                step.model + (f" on the {step.stem}" if step.stem else "") for step in self.steps)
         names = self.network_families
         return f"family {names[0]}" if len(names) == 1 else f"families {' + '.join(names)}"
 
     @property
     def weight_files(self) -> frozenset[WeightFile]:
         """Every file the model downloads: its own, or for an ensemble its parts' (each part's all)."""
-        if not self.is_ensemble:
+        if not self.made_of:
             return frozenset(self.files)
-        return frozenset().union(*(find_model(part.model).weight_files for part in self.parts))
+        return frozenset().union(*(find_model(model).weight_files for model in self.made_of))
 
     @property
     def download_size(self) -> int | None:
@@ -115,8 +131,8 @@ class ModelInfo:
         """"yes": a commit and every file's SHA-256 are pinned; "sha256": the files are, the revision is a
         branch; "no": verified at first download (against the Hub's own SHA-256, or a URL file's size and
         SHA-256 prefix where known), then against what was recorded."""
-        if self.is_ensemble:
-            pins = {find_model(part.model).pinning for part in self.parts}
+        if self.made_of:
+            pins = {find_model(model).pinning for model in self.made_of}
             return "no" if "no" in pins else "sha256" if "sha256" in pins else "yes"
         if not all(file.sha256 for file in self.files):
             return "no"
@@ -125,12 +141,20 @@ class ModelInfo:
 
 
 REFUSED = "refused"  # the catalogue's table of models known and not run: name -> why
+CHAIN = "chain"  # the family of chains
 
 
 def read_catalogue(path: Path | None = None) -> dict[str, ModelInfo]:
     table = _read_toml(path or CATALOGUE)
-    return {name: _model_info(name, entry) for name, entry in table.items()
-            if isinstance(entry, dict) and name != REFUSED}
+    catalogue = {name: _model_info(name, entry) for name, entry in table.items()
+                 if isinstance(entry, dict) and name != REFUSED}
+    for info in catalogue.values():
+        chains = [model for model in info.made_of if model in catalogue and catalogue[model].is_chain]
+        problem = _chain_problem(info, catalogue) if info.is_chain else \
+            f"its part {chains[0]} is a chain; an ensemble takes stems from models" if chains else None
+        if problem:
+            raise ModelError(f"model catalogue entry '{info.name}' is malformed: {problem}")
+    return catalogue
 
 
 def default_model(path: Path | None = None) -> str:
@@ -173,10 +197,12 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
                          revision=entry.get("revision", ""), repo_type=entry.get("repo_type", "model"), files=files,
                          config=entry.get("config"), parts=parts, residual=entry.get("residual"),
                          segment=entry.get("segment"), params=tuple(entry.get("params", {}).items()),
-                         card=card_from(entry, tuple(entry["stems"])))
+                         names=tuple(entry.get("names", {}).items()),
+                         card=card_from(entry, tuple(entry["stems"])), steps=_chain_steps(entry))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {error!r}") from error
-    problem = _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
+    problem = _chain_form_problem(info) if info.is_chain or info.steps else \
+        _ensemble_problem(info) if info.is_ensemble else _network_model_problem(info)
     if problem:
         raise ModelError(f"model catalogue entry '{name}' is malformed: {problem}")
     return info
@@ -184,6 +210,32 @@ def _model_info(name: str, entry: dict[str, Any]) -> ModelInfo:
 
 def _tuple_or_none(values: Any) -> tuple[float, ...] | None:
     return None if values is None else tuple(float(value) for value in values)
+
+
+def _chain_steps(entry: dict[str, Any]) -> tuple[ChainStep, ...]:
+    return tuple(ChainStep(step["model"], step.get("stem"), tuple(step.get("names", {}).items()))
+                 for step in entry.get("steps", ()))
+
+
+def _chain_form_problem(info: ModelInfo) -> str | None:
+    if not info.is_chain or not info.steps:
+        return f"a chain has family = \"{CHAIN}\" and steps"
+    return "a chain has steps, and no files or parts" if info.files or info.parts else None
+
+
+def _chain_problem(info: ModelInfo, catalogue: dict[str, ModelInfo]) -> str | None:
+    """What is wrong with a chain's steps, against the models they name: each a network model or an
+    ensemble (chains do not nest, so none can come round to itself), each stem one the chain has there."""
+    for step in info.steps:
+        if step.model not in catalogue:
+            return f"its step {step.model} is not a model of the catalogue"
+        if catalogue[step.model].is_chain:
+            return f"its step {step.model} is a chain; chains do not nest (list that chain's steps instead)"
+    try:
+        stems = lay_out(info.steps, [catalogue[step.model].stems for step in info.steps]).names
+    except ValueError as error:
+        return str(error)
+    return None if tuple(stems) == info.stems else f"its steps give the stems {stems}, not {list(info.stems)}"
 
 
 def _ensemble_problem(info: ModelInfo) -> str | None:
@@ -204,6 +256,8 @@ def _network_model_problem(info: ModelInfo) -> str | None:
         return "files from the Hub need a repo and a revision"
     if info.repo_type not in ("model", "dataset"):
         return "repo_type must be model or dataset"
+    if info.names and not all(isinstance(name, str) and name for pair in info.names for name in pair):
+        return "names maps the network's stem names to the model's"
     if info.segment is not None and (isinstance(info.segment, bool) or not isinstance(info.segment, (int, float))
                                      or not 0 < info.segment <= 3600):
         return "segment must be a number of seconds, up to an hour"

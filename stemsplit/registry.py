@@ -9,6 +9,7 @@ files (`--checkpoint PATH [--config FILE]`) by whichever family recognises them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .bag import Bag
 from .catalogue import CONFIGS, ModelInfo, default_model, find_model
@@ -17,9 +18,12 @@ from .errors import ModelError
 from .family import CatalogueFiles, Fetched, LocalFiles
 from .sources import fetch_file, file_cached
 
+if TYPE_CHECKING:
+    from .chain import Chain
+
 
 def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify = lambda message: None,
-             checkpoint: Path | None = None, config: Path | None = None) -> Bag:
+             checkpoint: Path | None = None, config: Path | None = None) -> Bag | Chain:
     """The named model (default: the catalogue's) from the Hub through its cache or from the local
     folder `repo`, or local `checkpoint` files (with their `config`, where the family needs one).
     `notify` hears of each file downloaded, with its size, and of the model's licence."""
@@ -36,12 +40,16 @@ def load_bag(name: str | None = None, repo: Path | None = None, notify: Notify =
     return download_bag(find_model(name), notify)
 
 
-def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
-    """A catalogue model's bag, its files downloaded (and verified) first if they are not cached."""
+def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag | Chain:
+    """A catalogue model's bag (a chain's steps), its files downloaded (and verified) first if they are not cached."""
     from .families import family
 
     if info.is_ensemble:
         return ensemble_bag(info, notify)
+    if info.is_chain:
+        from .chain import load_chain
+
+        return load_chain(info.name, info.steps, lambda name: download_bag(find_model(name), notify))
     row = family(info.family)
     missing = sorted(key for key in row.entry_keys if not getattr(info, key, None))
     if missing:
@@ -51,6 +59,7 @@ def download_bag(info: ModelInfo, notify: Notify = lambda message: None) -> Bag:
     fetched = tuple(Fetched(*fetch_file(info, file, announcement), file) for file in info.files)
     identity = f"{info.name}:" + ",".join(file.sha256 for file in fetched)
     bag = row.catalogue_bag(CatalogueFiles(info, fetched, CONFIGS / info.config if info.config else None, identity))
+    bag = bag.renamed(dict(info.names))
     check_loaded(info, bag)
     return bag
 
@@ -80,6 +89,6 @@ def ensemble_bag(info: ModelInfo, notify: Notify) -> Bag:
 
 def is_cached(info: ModelInfo) -> bool:
     """Whether every file of the model is in its cache (looked up on disk, not verified)."""
-    if info.is_ensemble:
-        return all(is_cached(find_model(part.model)) for part in info.parts)
+    if info.made_of:
+        return all(is_cached(find_model(model)) for model in info.made_of)
     return all(file_cached(info, file) for file in info.files)

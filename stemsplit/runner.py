@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .bag import pick_outputs
 from .batch import Inputs, already_done, record_path, record_text, refused_inputs, safe_name, stem_paths, track_names
@@ -20,6 +20,7 @@ from .files import remove_stale, sha256_of
 if TYPE_CHECKING:
     from .audio import Encoding, Song
     from .bag import Bag
+    from .chain import Chain
     from .separation import Decided
 
 DEFAULT_TEMPLATE = "{track}/{stem}.{ext}"
@@ -47,15 +48,17 @@ class Result:
     duration: float = 0.0  # seconds of audio
     seconds: float = 0.0  # time taken
     error: str | None = None
+    steps: list[dict[str, str | None]] = field(default_factory=list)  # a chain's: each step's model and stem
 
     def json(self) -> str:
-        """One JSON line; names holding bytes that are not UTF-8 are written as \\udcXX escapes, which
-        json.loads turns back into the str that os.fsencode turns back into those bytes."""
-        text = json.dumps(self.__dict__, ensure_ascii=False)
+        """One JSON line (`steps` only for a chain); names holding bytes that are not UTF-8 are written as
+        \\udcXX escapes, which json.loads turns back into the str that os.fsencode turns back into those bytes."""
+        fields = {key: value for key, value in self.__dict__.items() if key != "steps" or value}
+        text = json.dumps(fields, ensure_ascii=False)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            text = json.dumps(self.__dict__)
+            text = json.dumps(fields)
         return text
 
 
@@ -183,35 +186,53 @@ def stem_tags(tags: dict[str, str], stem: str) -> dict[str, str]:
     return {**tags, "title": f"{title} ({stem})" if title else stem}
 
 
-def separate_song(title: str, song: Song, bag: Bag, paths: dict[str, Path], options: Options,
+class Bars:
+    """The progress bars of one song: one for a model, one per step of a chain (named by `step`), removed at the end."""
+
+    def __init__(self, progress: Any, title: str):
+        self.progress, self.title, self.tasks = progress, title, []
+
+    def __call__(self, step: str | None = None) -> Callable[[int, int], None]:
+        task = self.progress.add_task(self.title if step is None else f"{self.title}: {step}", total=None)
+        self.tasks.append(task)
+        return lambda done, total: self.progress.update(task, completed=done, total=total)
+
+    def remove(self) -> None:
+        for task in self.tasks:
+            self.progress.remove_task(task)
+
+
+def separate_song(title: str, song: Song, bag: Bag | Chain, paths: dict[str, Path], options: Options,
                   record: tuple[Path, str] | None, progress: Any) -> None:
     """Run the separation of an opened song and publish its outputs, all or nothing, and then its `record`."""
     from .audio import open_stem_writers
-    from .separation import at_input_rate, separate_stream
+    from .chain import separated
+    from .separation import separate_stream
 
     names = list(paths)
-    task = progress.add_task(title, total=None)
+    bars = Bars(progress, title)
     try:
-        blocks = separate_stream(bag, song, options.decided,
-                                 progress=lambda done, total: progress.update(task, completed=done, total=total))
         encoding = replace(options.encoding, rate=song.info.sample_rate, channels=song.channels, tags=song.info.tags)
         if encoding.format == "stem":
             from .stemfile import write_stem_file
 
+            blocks = separate_stream(bag, song, options.decided, progress=bars())
             write_stem_file(paths[STEM_FILE], song, blocks, bag, encoding, jobs=options.jobs, record=record)
         else:
             outputs = {path: replace(encoding, tags=stem_tags(song.info.tags, name)) for name, path in paths.items()}
             with open_stem_writers(outputs, frames=song.info.frames, source_rate=song.info.sample_rate,
                                    jobs=options.jobs, record=record) as writers:
-                for block in at_input_rate(blocks, bag, song):
+                for block in separated(bag, song, options.decided, bars):
                     writers.write([output.numpy() for output in pick_outputs(block, bag.stems, names)])
     finally:
-        progress.remove_task(task)
+        bars.remove()
 
 
 def process(job: Job, prefetch: Prefetcher, bag: Bag, options: Options, progress: Any,
             reporter: Reporter) -> Result:
     """Separate one input; its identity is recorded beside its stems for --skip-existing."""
+    from .chain import step_records
+
     started = time.perf_counter()
     stack, song = prefetch.open(job.index)
     with stack:
@@ -223,7 +244,8 @@ def process(job: Job, prefetch: Prefetcher, bag: Bag, options: Options, progress
                                                           job.paths)
         separate_song(Path(job.input_name).name, song, bag, job.paths, options, record, progress)
     return Result(job.input_name, "done", {stem: str(p) for stem, p in job.paths.items()},
-                  song.info.frames / song.info.sample_rate, time.perf_counter() - started)
+                  song.info.frames / song.info.sample_rate, time.perf_counter() - started,
+                  steps=step_records(bag))
 
 
 def attempt(job: Job, prefetch: Prefetcher, bag: Bag, options: Options, progress: Any, reporter: Reporter) -> Result:
@@ -251,6 +273,8 @@ def separate_planned(reporter: Reporter, plan: Plan, bag: Bag, names: list[str],
                      recorded: bool) -> list[Result]:
     """Each planned input in turn: refused, skipped or separated, reported as it ends. `recorded`: whether
     identity records are written beside the outputs."""
+    from .chain import step_records
+
     results: list[Result] = []
     todo_index = {name: index for index, name in enumerate(plan.todo)}  # a library can hold 100 000 inputs
     prefetch = Prefetcher(plan.todo, bag, options.jobs)
@@ -263,7 +287,8 @@ def separate_planned(reporter: Reporter, plan: Plan, bag: Bag, names: list[str],
                     reporter.error(plan.refusals[input_name])
                     result = Result(input_name, "failed", error=plan.refusals[input_name])
                 elif input_name not in todo_index:
-                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()})
+                    result = Result(input_name, "skipped", {s: str(p) for s, p in paths.items()},
+                                    steps=step_records(bag))
                 else:
                     job = Job(todo_index[input_name], input_name, paths, plan.identity if recorded else None)
                     result = attempt(job, prefetch, bag, options, progress, reporter)

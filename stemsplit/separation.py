@@ -263,11 +263,11 @@ def mix_members(bag: Bag, scales: list[dict[str, float]], passes: list[list[Pass
     computed stems."""
     stems = torch.zeros(len(bag.stems), bag.audio_channels, end - start)
     index = {stem: position for position, stem in enumerate(bag.stems)}
-    for member_passes, member_scales in zip(passes, scales):
+    for member, member_passes, member_scales in zip(bag.members, passes, scales):
         for p in member_passes:
             output = p.take(end)
             for stem, scale in member_scales.items():
-                stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(stem)]
+                stems[index[stem]] += scale / len(member_passes) * output[p.network.sources.index(member.output(stem))]
     check_finite(bag, stems)
     if bag.residual is not None:
         residual = index[bag.residual]

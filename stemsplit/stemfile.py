@@ -33,6 +33,8 @@ SLOTS = ("drums", "bass", "other", "vocals")  # NI's order of the stems after th
 # Names and colours DJ software shows for each slot (NI's stem creator defaults).
 SLOT_LABELS = {"drums": ("Drums", "#009E73"), "bass": ("Bass", "#D55E00"), "other": ("Other", "#CC79A7"),
                "vocals": ("Vocals", "#56B4E9")}
+# Each track's title and handler name, as stempeg writes them and reads them back (`stempeg.Info.title`).
+TRACK_TITLES = ("Mixture", *(SLOT_LABELS[slot][0] for slot in SLOTS))
 FOLDED_INTO_OTHER = ("guitar", "piano")  # extra stems of 6-stem models, mixed into "other"
 CODECS = ("aac", "alac")
 AAC_BITRATE = "256k"
@@ -130,9 +132,11 @@ def _mux_command(tracks: Sequence[Path], temporary: Path, encoding: Encoding) ->
     # Only the mix plays in players that know nothing of stems; the stems are disabled alternatives.
     dispositions = [argument for index in range(len(tracks))
                     for argument in (f"-disposition:a:{index}", "default" if index == 0 else "0")]
+    titles = [argument for index, title in enumerate(TRACK_TITLES) for tag in ("title", "handler_name")
+              for argument in (f"-metadata:s:a:{index}", f"{tag}={title}")]
     return [find_ffmpeg()[0], "-nostdin", "-hide_banner", "-loglevel", "error", *inputs,
             "-f", "ffmetadata", "-i", f"file:{metadata}", *maps, "-map_metadata", str(len(tracks)),
-            "-f", "mp4", "-brand", MAJOR_BRAND, "-c:a", encoding.stem_codec, *quality, *dispositions,
+            "-f", "mp4", "-brand", MAJOR_BRAND, "-c:a", encoding.stem_codec, *quality, *dispositions, *titles,
             "-y", f"file:{temporary}"]
 
 

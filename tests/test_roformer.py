@@ -28,6 +28,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "stemsplit" / "configs"
 KIM_VOCALS = CONFIGS / "vocals_mel_band_roformer_kj.yaml"
 VIPERX_VOCALS = CONFIGS / "model_bs_roformer_ep_317_sdr_12.9755.yaml"
 UNWA_INSTRUMENTAL = CONFIGS / "melband_roformer_inst_unwa.yaml"
+SIX_STEMS = CONFIGS / "BS-Roformer-SW.yaml"
 HOP = 128
 SMALL = dict(dim=16, depth=2, time_transformer_depth=1, freq_transformer_depth=1, dim_head=8, heads=2,
              stft_n_fft=512, stft_hop_length=HOP, stft_win_length=512)
@@ -193,14 +194,15 @@ def test_skip_connection_matches_the_oracle_with_skip_connections_grafted(bands)
     assert_matches(ours, expected, audio)
 
 
-@pytest.mark.parametrize(("path", "klass"), [(KIM_VOCALS, MelBandRoformer), (VIPERX_VOCALS, BSRoformer)],
-                         ids=["mel-kim-vocals", "bs-viperx-vocals"])
+@pytest.mark.parametrize(("path", "klass"), [(KIM_VOCALS, MelBandRoformer), (VIPERX_VOCALS, BSRoformer),
+                                             (SIX_STEMS, BSRoformer)],
+                         ids=["mel-kim-vocals", "bs-viperx-vocals", "bs-sw-six-stems"])
 def test_real_size_networks_match_the_oracle(path, klass):
     config = read_config(path).network
     oracle, ours = network_pair(config, only_vectors=True)
     assert isinstance(ours, klass)
-    # A tenth of a second (10 hops of 441 samples) keeps each forward to seconds on 2 cores.
-    audio = mixture(config, 10 * 441, batch=1)
+    # Ten hops (a tenth of a second at 441) keep each forward to seconds on 2 cores.
+    audio = mixture(config, 10 * config.stft_hop_length, batch=1)
     expected = oracle_output(oracle, config, audio)
     del oracle
     assert_matches(ours, expected, audio)
