@@ -70,6 +70,13 @@ class ChunkSettings(Protocol):
     segment: float | None
 
 
+def refuse_chunk_settings(settings: ChunkSettings, why: str) -> None:
+    """A procedure of its own takes none of the chunk settings HT Demucs and RoFormers take."""
+    for name in ("shifts", "overlap", "segment"):
+        if getattr(settings, name):
+            raise ValueError(f"{name} is for HT Demucs and RoFormer models; {why}")
+
+
 class Chunking(Protocol):
     """A family's procedure; `normalised` says whether the network sees the song scaled by
     the mean and standard deviation of its mono mix; `summed` that overlapping outputs are added
@@ -226,10 +233,7 @@ class FrameSegments:
         return torch.ones(self.span)
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
-        for name in ("shifts", "overlap", "segment"):
-            if getattr(settings, name):
-                raise ValueError(f"{name} is for HT Demucs and RoFormer models; Spleeter models cut the song "
-                                 "into segments of their own length")
+        refuse_chunk_settings(settings, "Spleeter models cut the song into segments of their own length")
 
 
 SHORT_SONG_SECONDS = 10.0
@@ -263,10 +267,7 @@ class PaddedChunks:
         return torch.full((max(self.chunk_size, self.short_chunk_size),), 1 / self.num_overlap)
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
-        for name in ("shifts", "overlap", "segment"):
-            if getattr(settings, name):
-                raise ValueError(f"{name} is for HT Demucs and RoFormer models; this model overlaps "
-                                 f"{self.num_overlap} chunks as its configuration says")
+        refuse_chunk_settings(settings, f"this model overlaps {self.num_overlap} chunks as its configuration says")
 
 
 class HannWindows:
@@ -337,10 +338,7 @@ class WholeSong:
         return Ones()
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
-        for name in ("shifts", "overlap", "segment"):
-            if getattr(settings, name):
-                raise ValueError(f"{name} is for HT Demucs and RoFormer models; VR models go over the whole "
-                                 "song in windows of their own")
+        refuse_chunk_settings(settings, "VR models go over the whole song in windows of their own")
 
 
 @dataclass(frozen=True)
@@ -360,10 +358,7 @@ class AbuttingSegments:
         return torch.ones(self.segment)
 
     def check(self, samplerate: int, settings: ChunkSettings) -> None:
-        for name in ("shifts", "overlap", "segment"):
-            if getattr(settings, name):
-                raise ValueError(f"{name} is for HT Demucs and RoFormer models; query models cut the song into "
-                                 "segments of their own length")
+        refuse_chunk_settings(settings, "query models cut the song into segments of their own length")
 
 
 @dataclass(frozen=True)

@@ -46,17 +46,35 @@ def quality_line(info: ModelInfo) -> str:
     return f"quality: {figures or 'no published figures'}"
 
 
-def cost_line(info: ModelInfo, cached: bool) -> str:
-    cost = info.card.cost[0].summary() if info.card.cost else "cost not measured yet"
+def fastest(catalogue: dict[str, ModelInfo]) -> set[str]:
+    """The models that cost least among those measured alike (the same command on the same CPU): only costs
+    taken together rank models."""
+    runs: dict[tuple[str, str], list[ModelInfo]] = {}
+    for info in catalogue.values():
+        if info.card.cost:
+            runs.setdefault((info.card.cost[0].measured, info.card.cost[0].device), []).append(info)
+    return {min(run, key=lambda info: info.card.cost[0].seconds_per_second).name
+            for run in runs.values() if len(run) > 1}
+
+
+def cost_summary(info: ModelInfo, quickest: set[str], unmeasured: str) -> str:
+    if not info.card.cost:
+        return unmeasured
+    mark = ", the fastest of the models measured with it" if info.name in quickest else ""
+    return info.card.cost[0].summary() + mark
+
+
+def cost_line(info: ModelInfo, cached: bool, quickest: set[str]) -> str:
+    cost = cost_summary(info, quickest, "cost not measured yet")
     return f"{cost}; download {download_size(info.download_size)}; cached {'yes' if cached else 'no'}"
 
 
 def overview(catalogue: dict[str, ModelInfo], default: str, job: str | None, is_cached: IsCached) -> list[str]:
     """Five lines per model: what it does, what it is, how good, what it costs, whose it is."""
-    lines = []
+    lines, quickest = [], fastest(catalogue)
     for info in ordered(catalogue, job):
         lines += [heading(info, default), f"  {info.description}", f"  {quality_line(info)}",
-                  f"  {cost_line(info, is_cached(info))}", f"  licence: {info.licence}"]
+                  f"  {cost_line(info, is_cached(info), quickest)}", f"  licence: {info.licence}"]
     return lines
 
 
@@ -110,15 +128,17 @@ def markdown_table(catalogue: dict[str, ModelInfo], default: str) -> str:
     """README's catalogue table: one column per evaluation, so that no column mixes them."""
     header = ["model", "job", "stems", *(EVALUATIONS[key].label for key in EVALUATIONS), "cost", "download",
               "licence"]
-    rows = [header, ["---"] * len(header)] + [_table_row(info, default) for info in ordered(catalogue, None)]
+    quickest = fastest(catalogue)
+    rows = [header, ["---"] * len(header)] + [_table_row(info, default, quickest)
+                                              for info in ordered(catalogue, None)]
     return "".join(f"| {' | '.join(row)} |\n" for row in rows)
 
 
-def _table_row(info: ModelInfo, default: str) -> list[str]:
+def _table_row(info: ModelInfo, default: str, quickest: set[str]) -> list[str]:
     by_evaluation = {quality.evaluation: quality for quality in info.card.quality}
     scores = [", ".join(f"{stem} {score:.2f}" for stem, score in by_evaluation[key].scores)
               if key in by_evaluation else "-" for key in EVALUATIONS]
-    cost = info.card.cost[0].summary() if info.card.cost else "not measured"
+    cost = cost_summary(info, quickest, "not measured")
     name = f"`{info.name}` (default)" if info.name == default else f"`{info.name}`"
     return [name, info.card.job, ", ".join(info.stems), *scores, cost, download_size(info.download_size),
             info.licence]

@@ -134,3 +134,19 @@ name = "voc.ckpt"
 ''')
     with pytest.raises(ModelError, match=f"entry 'voc' is malformed: .*{problem}"):
         read_catalogue(path)
+
+
+def test_the_cheapest_of_the_models_measured_together_is_marked_and_spleeter_is_it():
+    from stemsplit.listing import fastest, overview
+
+    catalogue = read_catalogue()
+    quickest = fastest(catalogue)
+    for name in quickest:
+        first = catalogue[name].card.cost[0]
+        together = [info.card.cost[0].seconds_per_second for info in catalogue.values() if info.card.cost
+                    and (info.card.cost[0].measured, info.card.cost[0].device) == (first.measured, first.device)]
+        assert len(together) > 1 and first.seconds_per_second == min(together)
+    assert "spleeter_2stems" in quickest  # issue 17: the light one, measured in the same run as htdemucs
+    lines = overview(catalogue, "htdemucs", "vocals", lambda info: False)
+    marked = [line for line in lines if "the fastest of the models measured with it" in line]
+    assert len(marked) == 1 and lines[lines.index(marked[0]) - 3].startswith("spleeter_2stems:")
