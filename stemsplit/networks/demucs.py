@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
+from typing import Protocol
 
 from torch import Tensor, nn
 
@@ -97,6 +98,26 @@ def decoder_layer(c: DemucsConfig, index: int, chin: int, chout: int) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+class StridedShape(Protocol):
+    """What fixes the lengths a waveform U-Net takes: its strided layers, and the 2x resampling around them."""
+
+    depth: int
+    kernel_size: int
+    stride: int
+    resample: bool
+
+
+def fitted_length(c: StridedShape, length: int, lost_per_layer: int = 0) -> int:
+    """The shortest input >= `length` that every strided layer divides evenly, with room for
+    `lost_per_layer` more steps at each depth."""
+    steps = 2 * length if c.resample else length
+    for _ in range(c.depth):
+        steps = max(1, math.ceil((steps - c.kernel_size) / c.stride) + 1) + lost_per_layer
+    for _ in range(c.depth):
+        steps = (steps - 1) * c.stride + c.kernel_size
+    return math.ceil(steps / 2) if c.resample else steps
+
+
 def centre_trim(x: Tensor, length: int) -> Tensor:
     """The middle `length` samples; an odd surplus loses its extra sample on the right."""
     surplus = x.shape[-1] - length
@@ -130,13 +151,7 @@ class Demucs(nn.Module):
     def valid_length(self, length: int) -> int:
         """The shortest input length >= `length` that every strided layer divides evenly
         (at the doubled rate when resampling), so no sample is left over."""
-        c = self.config
-        steps = 2 * length if c.resample else length
-        for _ in range(c.depth):
-            steps = max(1, math.ceil((steps - c.kernel_size) / c.stride) + 1)
-        for _ in range(c.depth):
-            steps = (steps - 1) * c.stride + c.kernel_size
-        return math.ceil(steps / 2) if c.resample else steps
+        return fitted_length(self.config, length)
 
     @property
     def chunking(self) -> FittedSegments:

@@ -15,7 +15,6 @@ so that its weight files load unchanged.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -25,7 +24,7 @@ from torch import Tensor, nn
 
 from ..chunking import FittedSegments
 from ..errors import ModelError
-from .demucs import centre_trim
+from .demucs import centre_trim, fitted_length
 from .layers import describe
 from .options import config_from_reference
 from .resample import resample
@@ -115,18 +114,7 @@ class DemucsV2(nn.Module):
 
     def valid_length(self, length: int) -> int:
         """The input length whose output covers `length` samples (demucs 2.0.3's `valid_length`)."""
-        return self.fitted_length(length, self.config.context - 1 if self.config.rewrite else 0)
-
-    def fitted_length(self, length: int, lost_per_layer: int = 0) -> int:
-        """The shortest input >= `length` that every strided layer divides evenly, with room for
-        `lost_per_layer` more steps at each depth."""
-        c = self.config
-        steps = 2 * length if c.resample else length
-        for _ in range(c.depth):
-            steps = max(1, math.ceil((steps - c.kernel_size) / c.stride) + 1) + lost_per_layer
-        for _ in range(c.depth):
-            steps = (steps - 1) * c.stride + c.kernel_size
-        return math.ceil(steps / 2) if c.resample else steps
+        return fitted_length(self.config, length, self.config.context - 1 if self.config.rewrite else 0)
 
     @property
     def chunking(self) -> FittedSegments:
@@ -137,7 +125,7 @@ class DemucsV2(nn.Module):
         reaches, zero where its output (shorter than its input) does not; an input of
         `valid_length(n)` samples covers its middle n."""
         length = mix.shape[-1]
-        x = centre_pad(mix, self.fitted_length(length))
+        x = centre_pad(mix, fitted_length(self.config, length))
         mean, std = self.moments(x)
         x = (x - mean) / std
         x = resample(x, 1, 2) if self.config.resample else x
