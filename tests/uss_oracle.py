@@ -19,14 +19,12 @@ from stemsplit.networks.resunet import ResUNet30, ResUNetConfig, from_reference
 SCALE = 0.01
 
 
-def reference_resunet(seed: int = 0, condition_size: int = 527):
-    from uss.models.resunet import ResUNet30 as Reference
-
-    torch.manual_seed(seed)
-    reference = Reference(input_channels=1, output_channels=1, condition_size=condition_size).eval()
+def perturbed(reference: torch.nn.Module, fixed: str) -> torch.nn.Module:
+    """`reference` with its weights moved off their initial values and its batch-norm statistics made
+    plausible; tensors whose names hold `fixed` (its fixed filter banks) and batch counts left alone."""
     with torch.no_grad():
         for name, value in reference.state_dict().items():
-            if "stft" in name or "num_batches" in name:
+            if fixed in name or "num_batches" in name:
                 continue
             if "running_var" in name:
                 value.copy_(torch.rand_like(value) * 0.5 + 0.75)
@@ -35,6 +33,14 @@ def reference_resunet(seed: int = 0, condition_size: int = 527):
             else:
                 value.add_(torch.randn_like(value) * SCALE)
     return reference
+
+
+def reference_resunet(seed: int = 0, condition_size: int = 527):
+    from uss.models.resunet import ResUNet30 as Reference
+
+    torch.manual_seed(seed)
+    reference = Reference(input_channels=1, output_channels=1, condition_size=condition_size).eval()
+    return perturbed(reference, "stft")
 
 
 def resunet_pair(seed: int = 0, condition_size: int = 527) -> tuple[torch.nn.Module, ResUNet30]:
@@ -79,14 +85,4 @@ def reference_cnn14(seed: int = 0, home: Path | None = None):
     torch.manual_seed(seed)
     reference = Reference(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
                           classes_num=527).eval()
-    with torch.no_grad():
-        for name, value in reference.state_dict().items():
-            if "extractor" in name or "num_batches" in name:
-                continue
-            if "running_var" in name:
-                value.copy_(torch.rand_like(value) * 0.5 + 0.75)
-            elif "running_mean" in name:
-                value.copy_(torch.randn_like(value) * 0.1)
-            else:
-                value.add_(torch.randn_like(value) * SCALE)
-    return reference
+    return perturbed(reference, "extractor")
