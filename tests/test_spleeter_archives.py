@@ -20,7 +20,7 @@ from stemsplit.catalogue import read_catalogue
 from stemsplit.families import family
 from stemsplit.family import CatalogueFiles, Fetched
 from stemsplit.networks.spleeter import PRESETS, SpleeterConfig
-from test_spleeter_tf import SMALL, archive_of, random_network, run, write_checkpoint
+from test_spleeter_tf import SMALL, archive_of, random_network, run, served_entry, write_checkpoint
 
 SPLEETER_PYTHON = Path(os.environ.get("STEMSPLIT_SPLEETER_PYTHON", "/work/venvs/spleeter/bin/python"))
 RELEASES = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
@@ -83,30 +83,14 @@ def small_archive(tmp_path_factory) -> bytes:
     return archive_of(folder)
 
 
-def unsized_catalogue(path: Path, url: str, sha256: str) -> Path:
-    """The real spleeter_4stems entry served from `url`, pinned by `sha256` alone, as models.toml pins it."""
-    info = read_catalogue()["spleeter_4stems"]
-    path.write_text(f"""default = "{info.name}"
-[{info.name}]
-family = "{info.family}"
-description = {json.dumps(info.description)}
-licence = {json.dumps(info.licence)}
-stems = {json.dumps(list(info.stems))}
-[[{info.name}.files]]
-name = "{info.files[0].name}"
-urls = ["{url}"]
-sha256 = "{sha256}"
-""")
-    return path
-
-
 def download(tmp_path: Path, monkeypatch, served: bytes, sha256: str) -> tuple[int, str]:
     sf.write(tmp_path / "song.wav", np.zeros((4410, 2), dtype=np.float32), 44100)
     monkeypatch.setenv("STEMSPLIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with FileServer() as server:
         server.files["/v1.4.0/4stems.tar.gz"] = served
-        catalogue = unsized_catalogue(tmp_path / "models.toml", server.url("/v1.4.0/4stems.tar.gz"), sha256)
+        catalogue = served_entry(tmp_path / "models.toml", "spleeter_4stems", server.url("/v1.4.0/4stems.tar.gz"),
+                                 sha256)
         monkeypatch.setattr("stemsplit.catalogue.CATALOGUE", catalogue)
         return run(["-n", "spleeter_4stems", tmp_path / "song.wav", "-o", tmp_path / "out"])
 

@@ -150,8 +150,15 @@ def archive_of(folder: Path) -> bytes:
 
 def catalogue_with(path: Path, url: str, content: bytes) -> Path:
     """The real spleeter_2stems entry, its file served from `url`: the same name, family, stems and licence."""
-    info = read_catalogue()["spleeter_2stems"]
+    return served_entry(path, "spleeter_2stems", url, hashlib.sha256(content).hexdigest(), len(content))
+
+
+def served_entry(path: Path, name: str, url: str, sha256: str, size: int | None = None) -> Path:
+    """A catalogue at `path` of the real entry `name`, its one file served from `url` and pinned by `sha256`
+    (and `size`, where given), as models.toml pins it."""
+    info = read_catalogue()[name]
     [file] = info.files
+    sized = "" if size is None else f"size = {size}\n"
     path.write_text(f"""default = "{info.name}"
 [{info.name}]
 family = "{info.family}"
@@ -161,9 +168,8 @@ stems = {json.dumps(list(info.stems))}
 [[{info.name}.files]]
 name = "{file.name}"
 urls = ["{url}"]
-sha256 = "{hashlib.sha256(content).hexdigest()}"
-size = {len(content)}
-""")
+sha256 = "{sha256}"
+{sized}""")
     return path
 
 
