@@ -20,7 +20,8 @@ from stemsplit.catalogue import read_catalogue
 from stemsplit.families import family
 from stemsplit.family import CatalogueFiles, Fetched
 from stemsplit.networks.spleeter import PRESETS, SpleeterConfig
-from test_spleeter_tf import SMALL, archive_of, random_network, run, served_entry, write_checkpoint
+from test_spleeter import randomised
+from test_spleeter_tf import SMALL, archive_of, run, served_entry, write_checkpoint
 
 SPLEETER_PYTHON = Path(os.environ.get("STEMSPLIT_SPLEETER_PYTHON", "/work/venvs/spleeter/bin/python"))
 RELEASES = "https://github.com/deezer/spleeter/releases/download/v1.4.0"
@@ -57,7 +58,7 @@ def test_the_entries_follow_spleeters_own_configs(instruments):
 
 @pytest.mark.parametrize("instruments", ENTRIES)
 def test_an_unpacked_archive_of_that_layout_loads_as_spleeters_configuration(tmp_path, instruments):
-    network = random_network(PRESETS[instruments], instruments)
+    network = randomised(PRESETS[instruments], instruments)
     folder = tmp_path / f"{instruments}stems"
     write_checkpoint(folder, network)
     assert sorted(path.name for path in folder.iterdir()) == [
@@ -78,7 +79,7 @@ def small_archive(tmp_path_factory) -> bytes:
     params = {**SMALL, "instrument_list": list(PRESETS[4].instruments),
               "model": {**SMALL["model"], "params": {**SMALL["model"]["params"], "conv_activation": "ELU",
                                                      "deconv_activation": "ELU"}}}
-    write_checkpoint(folder, random_network(SpleeterConfig.from_params(params), 6))
+    write_checkpoint(folder, randomised(SpleeterConfig.from_params(params), 6))
     (folder / "params.json").write_text(json.dumps(params))
     return archive_of(folder)
 

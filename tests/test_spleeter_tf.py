@@ -23,6 +23,7 @@ from stemsplit.catalogue import read_catalogue
 from stemsplit.families import family
 from stemsplit.family import LocalFiles
 from stemsplit.networks.spleeter import PRESETS, Spleeter, SpleeterConfig
+from test_spleeter import randomised
 from tf_bundle_writer import write_bundle
 
 SMALL = {"instrument_list": ["vocals", "accompaniment"], "frame_length": 256, "frame_step": 64, "T": 64, "F": 64,
@@ -49,18 +50,6 @@ def spleeter_names(network: Spleeter) -> dict[str, str]:
                 theirs = {"weight": "gamma", "bias": "beta"}.get(part, theirs) if norm else theirs
                 names[f"unets.{unet}.{ours}.{part}"] = f"{layer_name(kind, index)}/{theirs}"
     return names
-
-
-def random_network(config: SpleeterConfig, seed: int) -> Spleeter:
-    torch.manual_seed(seed)
-    network = Spleeter(config).eval()
-    with torch.no_grad():
-        for name, tensor in network.state_dict().items():
-            if name.endswith("running_var"):
-                tensor.uniform_(0.5, 1.5)
-            elif not name.endswith("num_batches_tracked"):
-                tensor.add_(torch.randn_like(tensor) * 0.1)
-    return network
 
 
 def write_checkpoint(folder: Path, network: Spleeter) -> None:
@@ -90,7 +79,7 @@ def stems_of(network: Spleeter, song: torch.Tensor) -> torch.Tensor:
 
 
 def test_a_full_size_checkpoint_loads_as_spleeters_preset_with_every_tensor(tmp_path):
-    network = random_network(PRESETS[2], 2)
+    network = randomised(PRESETS[2], 2)
     write_checkpoint(tmp_path / "2stems", network)
     loaded = family("spleeter").local_bag(LocalFiles(tmp_path / "2stems")).members[0].network
     assert loaded.config == PRESETS[2]
@@ -112,7 +101,7 @@ def read_stem(path: Path) -> torch.Tensor:
 
 
 def test_the_command_runs_a_checkpoint_folder_with_its_params_json(tmp_path):
-    network = random_network(SpleeterConfig.from_params(SMALL), 3)
+    network = randomised(SpleeterConfig.from_params(SMALL), 3)
     folder = tmp_path / "small"
     write_checkpoint(folder, network)
     (folder / "params.json").write_text(json.dumps(SMALL))
@@ -128,7 +117,7 @@ def test_the_command_runs_a_checkpoint_folder_with_its_params_json(tmp_path):
 
 def test_a_truncated_checkpoint_is_one_error_line_naming_its_file(tmp_path):
     folder = tmp_path / "cut"
-    write_checkpoint(folder, random_network(SpleeterConfig.from_params(SMALL), 4))
+    write_checkpoint(folder, randomised(SpleeterConfig.from_params(SMALL), 4))
     (folder / "params.json").write_text(json.dumps(SMALL))
     data = folder / "model.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:1000])
@@ -174,7 +163,7 @@ sha256 = "{sha256}"
 
 
 def test_the_spleeter_2stems_entry_downloads_unpacks_and_separates(tmp_path, monkeypatch):
-    network = random_network(SpleeterConfig.from_params(SMALL), 5)
+    network = randomised(SpleeterConfig.from_params(SMALL), 5)
     folder = tmp_path / "2stems"
     write_checkpoint(folder, network)
     (folder / "params.json").write_text(json.dumps(SMALL))

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
 
 from helpers import error_lines, read
 from hub_server import HubServer
 from stemsplit.catalogue import find_model
-from stemsplit.cli import main
 from stemsplit.networks.cnn14 import Cnn14, Cnn14Config
 from stemsplit.networks.resunet import ResUNet30, ResUNetConfig, reference_name
+from test_queries import invoke
 
 pytest.importorskip("uss")
 REPO_ID, COMMIT = "tester/USS", "1357913579135791357913579135791357913579"
@@ -104,13 +103,6 @@ params = {{ separator_channels = {json.dumps(SEPARATOR_CHANNELS)}, tagger_channe
             hub.add(REPO_ID, COMMIT, name, content)
         yield {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": None,
                "HF_HUB_CACHE": None, "XDG_CACHE_HOME": None, "COLUMNS": "200"}
-
-
-def invoke(env, *args: object) -> tuple[int, str, str]:
-    result = CliRunner().invoke(main, list(map(str, args)), env=env)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_a_tiny_uss_downloads_and_separates_by_label_and_by_example(uss_hub, tmp_path):
